@@ -1,0 +1,62 @@
+//! Usage: how much of each metric a request costs, as mapping rules computed it.
+
+use std::rc::Rc;
+
+/// Metric deltas in the order the metrics were first seen (stable, so callouts and debug headers are
+/// deterministic). Metric names are shared with the compiled configuration, so building a `Usage`
+/// never copies a name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    entries: Vec<(Rc<str>, u64)>,
+}
+
+impl Usage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `delta` to `metric`, summing with what earlier rules added.
+    pub fn add(&mut self, metric: &Rc<str>, delta: u64) {
+        match self.entries.iter_mut().find(|(name, _)| name == metric) {
+            Some((_, total)) => *total = total.saturating_add(delta),
+            None => self.entries.push((Rc::clone(metric), delta)),
+        }
+    }
+
+    /// The delta for `metric`, 0 when absent.
+    pub fn get(&self, metric: &str) -> u64 {
+        self.entries
+            .iter()
+            .find(|(name, _)| &**name == metric)
+            .map_or(0, |(_, delta)| *delta)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.entries.iter().map(|(name, delta)| (&**name, *delta))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_for_the_same_metric_add_up_in_first_seen_order() {
+        let hits: Rc<str> = Rc::from("hits");
+        let get: Rc<str> = Rc::from("get_hello");
+        let mut usage = Usage::new();
+        usage.add(&hits, 1);
+        usage.add(&get, 2);
+        usage.add(&hits, 3);
+        assert_eq!(usage.iter().collect::<Vec<_>>(), vec![("hits", 4), ("get_hello", 2)]);
+        assert_eq!(usage.get("missing"), 0);
+    }
+}

@@ -1,1 +1,65 @@
-//! (in progress)
+//! The seam between the filter's logic and Envoy: every hostcall a request needs, behind one trait.
+//!
+//! The wasm glue implements it with proxy-wasm hostcalls that never panic; tests implement it with a
+//! recording fake. Client-controlled values are always bytes: a non-UTF-8 header must not kill the VM.
+
+use std::time::{Duration, SystemTime};
+
+use crate::stats::Stat;
+
+/// Why a callout could not even be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DispatchError {
+    /// Envoy refused it: most often the cluster does not exist.
+    BadArgument,
+    Other,
+}
+
+/// The answer to a callout, read from the host when it arrives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CalloutResponse {
+    /// None when no response came at all (reset, connection failure).
+    pub status: Option<u16>,
+    pub rejection_reason: Option<Vec<u8>>,
+    pub limit_remaining: Option<i64>,
+    pub limit_reset: Option<i64>,
+    pub limit_max_value: Option<i64>,
+    pub body: Vec<u8>,
+}
+
+pub trait Host {
+    fn request_header(&self, name: &str) -> Option<Vec<u8>>;
+    /// Sets (Some) or removes (None) a request header. Only before the request is resumed.
+    fn set_request_header(&self, name: &str, value: Option<&[u8]>);
+    fn request_body(&self, size: usize) -> Option<Vec<u8>>;
+    fn set_request_body(&self, body: &[u8]);
+    fn response_header(&self, name: &str) -> Option<Vec<u8>>;
+    fn set_response_header(&self, name: &str, value: &[u8]);
+    /// An Envoy attribute, e.g. `["xds", "route_name"]`.
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Exposes a value to access logs (`%FILTER_STATE(wasm.<name>:PLAIN)%`).
+    fn set_filter_state(&self, name: &str, value: &[u8]);
+    fn dispatch(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, DispatchError>;
+    fn callout_response(&self, body_size: usize) -> CalloutResponse;
+    fn send_reply(&self, status: u16, headers: &[(&str, &str)], body: &[u8]);
+    fn send_grpc_reply(&self, grpc_status: u32, message: &str, headers: &[(&str, &str)]);
+    fn resume_request(&self);
+    /// Makes Envoy pick the route again after routing headers changed.
+    fn clear_route_cache(&self);
+    fn now(&self) -> SystemTime;
+    fn count(&self, stat: Stat);
+}
+
+/// What Envoy should do with the request after a callback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    /// Hold the request (waiting for the body or 3scale, or a local reply was sent).
+    Pause,
+}

@@ -13,9 +13,11 @@ pub mod flow;
 pub mod glob;
 pub mod host;
 pub mod mapping;
+pub mod mask;
 pub mod ratelimit;
 pub mod reply;
 pub mod service;
+pub mod stats;
 pub mod usage;
 pub mod verdict;
 

@@ -56,7 +56,10 @@ mod tests {
         usage.add(&hits, 1);
         usage.add(&get, 2);
         usage.add(&hits, 3);
-        assert_eq!(usage.iter().collect::<Vec<_>>(), vec![("hits", 4), ("get_hello", 2)]);
+        assert_eq!(
+            usage.iter().collect::<Vec<_>>(),
+            vec![("hits", 4), ("get_hello", 2)]
+        );
         assert_eq!(usage.get("missing"), 0);
     }
 }

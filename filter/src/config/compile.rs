@@ -1,0 +1,561 @@
+//! From the JSON schema ([`super::raw`]) to the runtime [`super::Config`], checking what serde cannot.
+
+use std::fmt;
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::raw::{
+    RawConfig, RawCredentials, RawDefaultCredentials, RawKind, RawLocation, RawMappingRule,
+    RawNames, RawPlanRoute, RawService, UnknownService,
+};
+use super::secret::Secret;
+use super::{
+    Backend, Config, DEFAULT_FORM_BODY_LIMIT, DEFAULT_TIMEOUT, InternalHeaders, JwtSource,
+    PlanRoute, PlanRouting, Service,
+};
+use crate::backend::call::BackendAuth;
+use crate::credentials::{Credentials, Kind, Location, Names, Spec};
+use crate::glob::HostGlob;
+use crate::mapping::{MappingRule, MappingRules};
+use crate::reply::{Replies, check_header_name, check_header_value};
+
+/// A configuration refused at load: where in the JSON, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config error at {}: {}", self.path, self.reason)
+    }
+}
+
+fn error(path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        path: path.into(),
+        reason: reason.into(),
+    }
+}
+
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+pub fn load(json: &[u8], env: Env) -> Result<Config, ConfigError> {
+    let raw = parse(json)?;
+    compile(raw, env)
+}
+
+fn parse(json: &[u8]) -> Result<RawConfig, ConfigError> {
+    if json.iter().all(u8::is_ascii_whitespace) {
+        return Err(error(
+            ".",
+            "the configuration is empty; see docs/configuration.md",
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let reason = e.inner().to_string();
+        error(e.path().to_string(), reason)
+    })
+}
+
+fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
+    let backend = backend(&raw)?;
+    let headers = internal_headers(&raw)?;
+    let global_errors = raw.errors.unwrap_or_default();
+    let replies = Replies::build(&[&global_errors])
+        .map_err(|(path, why)| error(format!("errors.{path}"), why))?;
+    if raw.services.is_empty() {
+        return Err(error("services", "at least one service is required"));
+    }
+    let mut services: Vec<Rc<Service>> = Vec::with_capacity(raw.services.len());
+    for (index, raw_service) in raw.services.into_iter().enumerate() {
+        let path = format!("services[{index}]");
+        let service = service(raw_service, &path, &global_errors, env)?;
+        if services.iter().any(|s| s.id == service.id) {
+            return Err(error(
+                format!("{path}.id"),
+                format!("service `{}` is defined twice", service.id),
+            ));
+        }
+        services.push(Rc::new(service));
+    }
+    let form_body_limit = raw.form_body_limit_bytes.unwrap_or(DEFAULT_FORM_BODY_LIMIT);
+    if form_body_limit > 16 * 1024 * 1024 {
+        return Err(error(
+            "form_body_limit_bytes",
+            "at most 16 MiB (Envoy buffers the body in memory)",
+        ));
+    }
+    Ok(Config {
+        backend,
+        uses_route_names: services.iter().any(|s| !s.route_names.is_empty()),
+        services,
+        pass_unknown: raw.unknown_service == Some(UnknownService::Pass),
+        headers,
+        replies,
+        form_body_limit,
+    })
+}
+
+fn backend(raw: &RawConfig) -> Result<Backend, ConfigError> {
+    let b = &raw.backend;
+    if b.cluster.is_empty() {
+        return Err(error(
+            "backend.cluster",
+            "the Envoy cluster of the 3scale backend is required",
+        ));
+    }
+    check_header_value(&b.cluster).map_err(|why| error("backend.cluster", why))?;
+    let authority = b.authority.clone().unwrap_or_else(|| b.cluster.clone());
+    if authority.is_empty() || authority.contains(['/', ' ', '?', '#']) {
+        return Err(error(
+            "backend.authority",
+            "a host[:port] such as su1.3scale.net",
+        ));
+    }
+    check_header_value(&authority).map_err(|why| error("backend.authority", why))?;
+    let prefix = b.path_prefix.clone().unwrap_or_default();
+    let prefix = prefix.trim_end_matches('/').to_string();
+    if !prefix.is_empty() && (!prefix.starts_with('/') || prefix.contains(['?', '#', ' '])) {
+        return Err(error(
+            "backend.path_prefix",
+            "a path starting with `/`, without query",
+        ));
+    }
+    let timeout = match b.timeout_ms {
+        None => DEFAULT_TIMEOUT,
+        Some(ms @ 1..=60_000) => Duration::from_millis(ms),
+        Some(ms) => {
+            return Err(error(
+                "backend.timeout_ms",
+                format!("{ms} is not between 1 and 60000"),
+            ));
+        }
+    };
+    Ok(Backend {
+        cluster: b.cluster.clone(),
+        authority,
+        path_prefix: prefix,
+        timeout,
+    })
+}
+
+fn header_name(value: Option<&String>, default: &str, path: &str) -> Result<String, ConfigError> {
+    let name = value.map_or(default, String::as_str);
+    check_header_name(name).map_err(|why| error(path, why))?;
+    Ok(name.to_ascii_lowercase())
+}
+
+fn internal_headers(raw: &RawConfig) -> Result<InternalHeaders, ConfigError> {
+    let h = raw.headers.as_ref();
+    Ok(InternalHeaders {
+        cluster: header_name(
+            h.and_then(|h| h.cluster.as_ref()),
+            "x-tollgate-cluster",
+            "headers.cluster",
+        )?,
+        host: header_name(
+            h.and_then(|h| h.host.as_ref()),
+            "x-tollgate-host",
+            "headers.host",
+        )?,
+        app_id: header_name(
+            h.and_then(|h| h.app_id.as_ref()),
+            "x-tollgate-app-id",
+            "headers.app_id",
+        )?,
+        plan: header_name(
+            h.and_then(|h| h.plan.as_ref()),
+            "x-tollgate-plan",
+            "headers.plan",
+        )?,
+        debug: header_name(
+            h.and_then(|h| h.debug.as_ref()),
+            "x-3scale-debug",
+            "headers.debug",
+        )?,
+    })
+}
+
+fn service(
+    raw: RawService,
+    path: &str,
+    global_errors: &super::raw::RawErrors,
+    env: Env,
+) -> Result<Service, ConfigError> {
+    if raw.id.is_empty() || raw.id.contains(|c: char| c.is_control() || c == ' ') {
+        return Err(error(
+            format!("{path}.id"),
+            "the 3scale service id is required (no spaces)",
+        ));
+    }
+    let (auth, debug_secret) = backend_auth(&raw, path, env)?;
+    let selector = raw.selector.unwrap_or_default();
+    let hosts = selector
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            HostGlob::new(h).map_err(|why| error(format!("{path}.match.hosts[{i}]"), why))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let credentials_path = format!("{path}.credentials");
+    let credentials = credentials_spec(&raw.credentials, &credentials_path)?;
+    let jwt = jwt_source(&raw.credentials);
+    let default_credentials = raw
+        .credentials
+        .default
+        .as_ref()
+        .map(|d| {
+            default_credentials(
+                d,
+                credentials.kind,
+                &format!("{credentials_path}.default"),
+                env,
+            )
+        })
+        .transpose()?;
+    let mapping_rules = mapping_rules(&raw.mapping_rules, &format!("{path}.mapping_rules"))?;
+    let routing = raw
+        .plans
+        .as_ref()
+        .map(|plans| {
+            let mut routes = Vec::with_capacity(plans.routes.len());
+            for (plan, route) in &plans.routes {
+                routes.push((
+                    plan.clone(),
+                    plan_route(route, &format!("{path}.plans.routes.{plan}"))?,
+                ));
+            }
+            let default = plans
+                .default
+                .as_ref()
+                .map(|route| plan_route(route, &format!("{path}.plans.default")))
+                .transpose()?;
+            Ok(PlanRouting {
+                plans: routes,
+                default,
+            })
+        })
+        .transpose()?;
+    let upstream = raw.upstream.as_ref();
+    let secret_header = upstream
+        .and_then(|u| u.secret_header.as_ref())
+        .map(|s| {
+            let name_path = format!("{path}.upstream.secret_header.name");
+            let name = header_name(s.name.as_ref(), "x-3scale-proxy-secret-token", &name_path)?;
+            let value_path = format!("{path}.upstream.secret_header.value");
+            let value = s
+                .value
+                .resolve(env)
+                .map_err(|why| error(&value_path, why))?;
+            check_header_value(&value).map_err(|why| error(&value_path, why))?;
+            Ok((name, value))
+        })
+        .transpose()?;
+    let service_errors = raw.errors.unwrap_or_default();
+    let replies = Replies::build(&[global_errors, &service_errors])
+        .map_err(|(sub, why)| error(format!("{path}.errors.{sub}"), why))?;
+    Ok(Service {
+        id: raw.id,
+        auth,
+        debug_secret,
+        route_names: selector.route_names,
+        hosts,
+        credentials,
+        jwt,
+        default_credentials,
+        strip_credentials: raw.credentials.strip.unwrap_or(true),
+        referrer: raw.referrer,
+        mapping_rules,
+        routing,
+        secret_header,
+        send_app_id: upstream.is_some_and(|u| u.send_app_id),
+        send_plan: upstream.is_some_and(|u| u.send_plan),
+        rate_limit_headers: raw.rate_limit_headers,
+        replies,
+    })
+}
+
+fn backend_auth(
+    raw: &RawService,
+    path: &str,
+    env: Env,
+) -> Result<(BackendAuth, String), ConfigError> {
+    let resolve = |secret: &Secret, field: &str| {
+        let value = secret
+            .resolve(env)
+            .map_err(|why| error(format!("{path}.{field}"), why))?;
+        if value.contains(|c: char| c.is_control()) {
+            return Err(error(
+                format!("{path}.{field}"),
+                "contains control characters",
+            ));
+        }
+        Ok(value)
+    };
+    match (&raw.service_token, &raw.provider_key) {
+        (Some(token), None) => {
+            let token = resolve(token, "service_token")?;
+            Ok((BackendAuth::ServiceToken(token.clone()), token))
+        }
+        (None, Some(key)) => {
+            let key = resolve(key, "provider_key")?;
+            Ok((BackendAuth::ProviderKey(key.clone()), key))
+        }
+        (Some(_), Some(_)) => Err(error(
+            path,
+            "set either service_token or provider_key, not both",
+        )),
+        (None, None) => Err(error(
+            path,
+            "service_token (or provider_key) is required to call 3scale",
+        )),
+    }
+}
+
+fn kind(raw: RawKind) -> Kind {
+    match raw {
+        RawKind::UserKey => Kind::UserKey,
+        RawKind::AppId => Kind::AppId,
+        RawKind::Oidc => Kind::Oidc,
+    }
+}
+
+fn location(raw: RawLocation) -> Location {
+    match raw {
+        RawLocation::Query => Location::Query,
+        RawLocation::Form => Location::Form,
+        RawLocation::Header => Location::Header,
+        RawLocation::Basic => Location::Basic,
+        RawLocation::Bearer => Location::Bearer,
+    }
+}
+
+fn credentials_spec(raw: &RawCredentials, path: &str) -> Result<Spec, ConfigError> {
+    let kind = kind(raw.kind);
+    let mut spec = Spec::default_for(kind);
+    if kind == Kind::Oidc {
+        if raw.locations.is_some() || raw.params.is_some() || raw.headers.is_some() {
+            return Err(error(
+                path,
+                "an oidc service takes the client id from the JWT verified by jwt_authn; \
+                 locations, params and headers do not apply (use `jwt`)",
+            ));
+        }
+    } else if raw.jwt.is_some() {
+        return Err(error(format!("{path}.jwt"), "only for kind `oidc`"));
+    }
+    if let Some(locations) = &raw.locations {
+        if locations.is_empty() {
+            return Err(error(
+                format!("{path}.locations"),
+                "at least one location is required",
+            ));
+        }
+        for (i, l) in locations.iter().enumerate() {
+            if locations.iter().take(i).any(|earlier| earlier == l) {
+                return Err(error(format!("{path}.locations[{i}]"), "listed twice"));
+            }
+        }
+        spec.locations = locations.iter().copied().map(location).collect();
+    }
+    if let Some(params) = &raw.params {
+        apply_names(
+            &mut spec.params,
+            params,
+            kind,
+            &format!("{path}.params"),
+            false,
+        )?;
+    }
+    if let Some(headers) = &raw.headers {
+        apply_names(
+            &mut spec.headers,
+            headers,
+            kind,
+            &format!("{path}.headers"),
+            true,
+        )?;
+    }
+    if let Some(claim) = raw.jwt.as_ref().and_then(|j| j.claim.as_ref()) {
+        if claim.is_empty() {
+            return Err(error(
+                format!("{path}.jwt.claim"),
+                "the claim name cannot be empty",
+            ));
+        }
+        spec.jwt_claim = claim.clone();
+    }
+    Ok(spec)
+}
+
+fn apply_names(
+    names: &mut Names,
+    raw: &RawNames,
+    kind: Kind,
+    path: &str,
+    headers: bool,
+) -> Result<(), ConfigError> {
+    let fields: [(&Option<String>, &mut String, &str, bool); 3] = [
+        (
+            &raw.user_key,
+            &mut names.user_key,
+            "user_key",
+            kind == Kind::UserKey,
+        ),
+        (
+            &raw.app_id,
+            &mut names.app_id,
+            "app_id",
+            kind == Kind::AppId,
+        ),
+        (
+            &raw.app_key,
+            &mut names.app_key,
+            "app_key",
+            kind == Kind::AppId,
+        ),
+    ];
+    for (value, slot, field, applies) in fields {
+        let Some(value) = value else { continue };
+        let field_path = format!("{path}.{field}");
+        if !applies {
+            return Err(error(field_path, "does not apply to this credentials kind"));
+        }
+        if headers {
+            check_header_name(value).map_err(|why| error(&field_path, why))?;
+            *slot = value.to_ascii_lowercase();
+        } else {
+            if value.is_empty() || value.contains(['&', '=', '#', ' ']) {
+                return Err(error(
+                    field_path,
+                    "a parameter name without `&`, `=`, `#` or spaces",
+                ));
+            }
+            *slot = value.clone();
+        }
+    }
+    Ok(())
+}
+
+fn jwt_source(raw: &RawCredentials) -> JwtSource {
+    let jwt = raw.jwt.as_ref();
+    JwtSource {
+        filter: jwt
+            .and_then(|j| j.filter.clone())
+            .unwrap_or_else(|| "envoy.filters.http.jwt_authn".to_string()),
+        payload_key: jwt
+            .and_then(|j| j.payload_in_metadata.clone())
+            .unwrap_or_else(|| "jwt_payload".to_string()),
+    }
+}
+
+fn default_credentials(
+    raw: &RawDefaultCredentials,
+    kind: Kind,
+    path: &str,
+    env: Env,
+) -> Result<Credentials, ConfigError> {
+    let secret = |s: &Secret, field: &str| {
+        s.resolve(env)
+            .map_err(|why| error(format!("{path}.{field}"), why))
+    };
+    match (kind, &raw.user_key, &raw.app_id, &raw.app_key) {
+        (Kind::UserKey, Some(key), None, None) => {
+            Ok(Credentials::UserKey(secret(key, "user_key")?))
+        }
+        (Kind::AppId, None, Some(app_id), app_key) if !app_id.is_empty() => {
+            Ok(Credentials::AppId {
+                app_id: app_id.clone(),
+                app_key: app_key.as_ref().map(|k| secret(k, "app_key")).transpose()?,
+            })
+        }
+        (Kind::Oidc, None, Some(app_id), None) if !app_id.is_empty() => Ok(Credentials::AppId {
+            app_id: app_id.clone(),
+            app_key: None,
+        }),
+        (Kind::UserKey, ..) => Err(error(path, "a user_key service takes {\"user_key\": ...}")),
+        (Kind::AppId, ..) => Err(error(
+            path,
+            "an app_id service takes {\"app_id\": ..., \"app_key\": ...}",
+        )),
+        (Kind::Oidc, ..) => Err(error(
+            path,
+            "an oidc service takes {\"app_id\": <client id>}",
+        )),
+    }
+}
+
+fn mapping_rules(raw: &[RawMappingRule], path: &str) -> Result<MappingRules, ConfigError> {
+    if raw.is_empty() {
+        return Err(error(
+            path,
+            "at least one mapping rule is required, e.g. {\"method\":\"ANY\",\"pattern\":\"/\",\"metric\":\"hits\"}",
+        ));
+    }
+    let mut metrics: Vec<Rc<str>> = Vec::new();
+    let mut rules = Vec::with_capacity(raw.len());
+    for (i, rule) in raw.iter().enumerate() {
+        let rule_path = format!("{path}[{i}]");
+        check_method(&rule.method).map_err(|why| error(format!("{rule_path}.method"), why))?;
+        check_metric(&rule.metric).map_err(|why| error(format!("{rule_path}.metric"), why))?;
+        let metric = match metrics.iter().find(|m| ***m == *rule.metric) {
+            Some(known) => Rc::clone(known),
+            None => {
+                let new: Rc<str> = Rc::from(rule.metric.as_str());
+                metrics.push(Rc::clone(&new));
+                new
+            }
+        };
+        let compiled = MappingRule::new(&rule.method, &rule.pattern, metric, rule.delta, rule.last)
+            .map_err(|why| error(format!("{rule_path}.pattern"), why))?;
+        rules.push(compiled);
+    }
+    Ok(MappingRules::new(rules))
+}
+
+fn check_method(method: &str) -> Result<(), String> {
+    if method.is_empty() || !method.chars().all(|c| c.is_ascii_alphabetic()) {
+        return Err(format!(
+            "`{method}` is not an HTTP method (GET, POST, ... or ANY)"
+        ));
+    }
+    Ok(())
+}
+
+/// 3scale system names: letters, digits, `_`, `-`, `.`; they travel in `usage[<name>]`.
+fn check_metric(metric: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+    if metric.is_empty() || !metric.chars().all(ok) {
+        return Err(format!(
+            "`{metric}` is not a 3scale metric system name (letters, digits, _ - .)"
+        ));
+    }
+    Ok(())
+}
+
+fn plan_route(raw: &RawPlanRoute, path: &str) -> Result<PlanRoute, ConfigError> {
+    if raw.cluster.is_empty() {
+        return Err(error(
+            format!("{path}.cluster"),
+            "an Envoy cluster name is required",
+        ));
+    }
+    check_header_value(&raw.cluster).map_err(|why| error(format!("{path}.cluster"), why))?;
+    if let Some(host) = &raw.host {
+        if host.is_empty() || host.contains(['/', ' ', '?', '#', '@']) {
+            return Err(error(
+                format!("{path}.host"),
+                "a host[:port] for the upstream Host header",
+            ));
+        }
+        check_header_value(host).map_err(|why| error(format!("{path}.host"), why))?;
+    }
+    Ok(PlanRoute {
+        cluster: raw.cluster.clone(),
+        host: raw.host.clone(),
+    })
+}

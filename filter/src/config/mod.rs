@@ -1,0 +1,130 @@
+//! The filter configuration: parsed strictly at load, compiled once into what requests use.
+//!
+//! `on_configure` calls [`Config::load`]; an error names the JSON path and the reason
+//! (`services[0].mapping_rules[2].pattern: ...`) and makes Envoy refuse the configuration.
+
+pub mod raw;
+pub mod secret;
+
+mod compile;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::backend::call::BackendAuth;
+use crate::credentials::{Credentials, Spec};
+use crate::glob::HostGlob;
+use crate::mapping::MappingRules;
+use crate::reply::Replies;
+
+pub use compile::ConfigError;
+
+/// Default bound on buffered form bodies (credentials and rule conditions in POST forms).
+pub const DEFAULT_FORM_BODY_LIMIT: usize = 64 * 1024;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// The whole configuration of one filter instance, shared by every request of a VM.
+#[derive(Debug)]
+pub struct Config {
+    pub backend: Backend,
+    pub services: Vec<Rc<Service>>,
+    /// What to do with a request no service serves.
+    pub pass_unknown: bool,
+    pub headers: InternalHeaders,
+    /// Replies for requests that reach no service (service_not_found).
+    pub replies: Replies,
+    pub form_body_limit: usize,
+    /// Whether any service is selected by route name (so the route name is read only then).
+    pub uses_route_names: bool,
+}
+
+/// Where the 3scale Service Management API is, as an Envoy cluster.
+#[derive(Debug)]
+pub struct Backend {
+    pub cluster: String,
+    pub authority: String,
+    pub path_prefix: String,
+    pub timeout: Duration,
+}
+
+/// Names of the headers Tollgate sets for Envoy or the upstream. Incoming copies are always removed.
+#[derive(Debug)]
+pub struct InternalHeaders {
+    pub cluster: String,
+    pub host: String,
+    pub app_id: String,
+    pub plan: String,
+    pub debug: String,
+}
+
+impl InternalHeaders {
+    /// Every header a client must never be able to set on the way upstream.
+    pub fn all(&self) -> [&str; 5] {
+        [
+            &self.cluster,
+            &self.host,
+            &self.app_id,
+            &self.plan,
+            &self.debug,
+        ]
+    }
+}
+
+/// One 3scale service (an API product) and how requests to it are authorized.
+#[derive(Debug)]
+pub struct Service {
+    pub id: String,
+    pub auth: BackendAuth,
+    /// The value `X-3scale-Debug` must carry (the service token or provider key, as APIcast).
+    pub debug_secret: String,
+    pub route_names: Vec<String>,
+    pub hosts: Vec<HostGlob>,
+    pub credentials: Spec,
+    pub jwt: JwtSource,
+    pub default_credentials: Option<Credentials>,
+    pub strip_credentials: bool,
+    pub referrer: bool,
+    pub mapping_rules: MappingRules,
+    pub routing: Option<PlanRouting>,
+    pub secret_header: Option<(String, String)>,
+    pub send_app_id: bool,
+    pub send_plan: bool,
+    pub rate_limit_headers: bool,
+    pub replies: Replies,
+}
+
+/// Where `jwt_authn` left the verified token's payload (`payload_in_metadata`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSource {
+    pub filter: String,
+    pub payload_key: String,
+}
+
+/// Plan name → Envoy cluster (and optional Host rewrite).
+#[derive(Debug)]
+pub struct PlanRouting {
+    pub plans: Vec<(String, PlanRoute)>,
+    pub default: Option<PlanRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRoute {
+    pub cluster: String,
+    pub host: Option<String>,
+}
+
+impl PlanRouting {
+    /// The route for `plan`, falling back to the default; None means `no_route_for_plan`.
+    pub fn route(&self, plan: Option<&str>) -> Option<&PlanRoute> {
+        plan.and_then(|plan| self.plans.iter().find(|(name, _)| name == plan))
+            .map(|(_, route)| route)
+            .or(self.default.as_ref())
+    }
+}
+
+impl Config {
+    /// Parses and validates the configuration JSON. `env` reads the VM's environment (secrets).
+    pub fn load(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        compile::load(json, env)
+    }
+}

@@ -1,0 +1,295 @@
+//! From request headers (and a form body) to credentials, usage and an authorization.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use super::forward::unix_now;
+use super::refuse::Denial;
+use super::source::{RequestSource, Route};
+use super::{Decided, Flow, RequestInfo, Stage};
+use crate::args::{Args, split_path};
+use crate::backend::answer::AuthStatus;
+use crate::backend::call::{AuthCall, Endpoint, options};
+use crate::category::Category;
+use crate::credentials::{Extracted, Location, extract};
+use crate::host::{Action, CalloutResponse, DispatchError, Host};
+use crate::mask::mask;
+use crate::ratelimit::{from_limit_headers, most_constraining};
+use crate::service::select;
+use crate::stats::Stat;
+use crate::verdict::{BackendResponse, Verdict, classify};
+
+const USER_AGENT: &str = concat!("tollgate/", env!("CARGO_PKG_VERSION"));
+
+thread_local! {
+    /// A dispatch refused by Envoy (unknown cluster) is logged loudly once per VM, not per request.
+    static DISPATCH_FAILURE_LOGGED: Cell<bool> = const { Cell::new(false) };
+}
+
+impl Flow {
+    /// Cleans the incoming headers and finds the service; None when no service serves the request.
+    pub(super) fn read_request(&self, host: &impl Host) -> Option<RequestInfo> {
+        let headers = &self.config.headers;
+        let debug_value = host.request_header(&headers.debug);
+        for name in headers.all() {
+            host.set_request_header(name, None);
+        }
+        let service = select(&self.config, &mut Route { host })?;
+        let debug =
+            debug_value.is_some_and(|v| constant_time_eq(&v, service.debug_secret.as_bytes()));
+        Some(RequestInfo {
+            grpc: super::refuse::is_grpc(host),
+            method: host.request_header(":method").unwrap_or_default(),
+            target: host.request_header(":path").unwrap_or_default(),
+            service,
+            debug,
+        })
+    }
+
+    pub(super) fn decide(
+        &mut self,
+        host: &impl Host,
+        info: RequestInfo,
+        form_body: Option<Vec<u8>>,
+    ) -> Action {
+        let service = Rc::clone(&info.service);
+        let (path, query) = split_path(&info.target);
+        let wants_query = service.credentials.locations.contains(&Location::Query)
+            || service.mapping_rules.needs_args();
+        let query_args = if wants_query {
+            Args::parse(query)
+        } else {
+            Args::parse(b"")
+        };
+        let form_args = form_body.as_deref().map(Args::parse);
+        let mut source = RequestSource {
+            host,
+            query: &query_args,
+            form: form_args.as_ref(),
+            jwt: &service.jwt,
+        };
+        let (credentials, location) = match extract(&service.credentials, &mut source) {
+            Extracted::Found(found) => (found.credentials, Some(found.location)),
+            Extracted::Missing => match &service.default_credentials {
+                Some(default) => (default.clone(), None),
+                None => return self.refuse(host, &info, Category::AuthMissing, None),
+            },
+            Extracted::Invalid(location) => {
+                log::debug!(
+                    "tollgate: service {}: unusable credentials in {location:?}",
+                    service.id
+                );
+                return self.refuse(host, &info, Category::AuthFailed, None);
+            }
+        };
+        let rule_args = match &form_body {
+            Some(body) if service.mapping_rules.needs_args() => {
+                let mut merged = query_args.clone();
+                merged.extend(body);
+                merged
+            }
+            _ => query_args,
+        };
+        let matched = service
+            .mapping_rules
+            .evaluate(&info.method, path, &rule_args);
+        if matched.rules.is_empty() {
+            return self.refuse(host, &info, Category::NoMatch, None);
+        }
+        let decided = Decided {
+            info,
+            credentials,
+            location,
+            usage: matched.usage,
+            matched_rules: matched.rules,
+            form_body,
+        };
+        self.authorize(host, decided)
+    }
+
+    /// Asks 3scale with one `authrep` (the cache will answer here first).
+    fn authorize(&mut self, host: &impl Host, decided: Decided) -> Action {
+        let service = Rc::clone(&decided.info.service);
+        let referrer = if service.referrer {
+            referrer(host)
+        } else {
+            None
+        };
+        let call = AuthCall {
+            endpoint: Endpoint::Authrep,
+            auth: &service.auth,
+            service_id: &service.id,
+            credentials: &decided.credentials,
+            usage: &decided.usage,
+            referrer: referrer.as_deref(),
+            log_code: None,
+        };
+        let backend = &self.config.backend;
+        let path = call.path(&backend.path_prefix);
+        let headers = [
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", backend.authority.as_str()),
+            ("3scale-options", options(true)),
+            ("user-agent", USER_AGENT),
+        ];
+        match host.dispatch(&backend.cluster, &headers, None, backend.timeout) {
+            Ok(_token) => {
+                host.count(Stat::BackendCalls);
+                self.stage = Stage::WaitingForBackend(Box::new(decided));
+                Action::Pause
+            }
+            Err(error) => {
+                host.count(Stat::BackendDispatchFailures);
+                log_dispatch_failure(&backend.cluster, error);
+                self.refuse(host, &decided.info, Category::BackendMisconfigured, None)
+            }
+        }
+    }
+
+    /// Turns 3scale's answer into the request's fate.
+    pub(super) fn conclude(
+        &mut self,
+        host: &impl Host,
+        decided: Decided,
+        response: &CalloutResponse,
+    ) -> Action {
+        let backend_response = BackendResponse {
+            status: response.status,
+            rejection_reason: response.rejection_reason.as_deref(),
+            limit_remaining: response.limit_remaining,
+            limit_reset: response.limit_reset,
+            limit_max_value: response.limit_max_value,
+            body: &response.body,
+            now: unix_now(host),
+        };
+        let service_id = decided.info.service.id.clone();
+        match classify(&backend_response, &decided.usage) {
+            Verdict::Authorized { status, limits } => self.forward(host, decided, status, limits),
+            Verdict::Denied {
+                category,
+                reason,
+                status,
+                limits,
+                retry_after,
+            } => {
+                log::debug!("tollgate: service {service_id}: denied by 3scale ({reason})");
+                let rate_limit = if category == Category::LimitsExceeded {
+                    limits.as_ref().and_then(from_limit_headers).or_else(|| {
+                        let s = status.as_ref()?;
+                        most_constraining(
+                            &s.usage_reports,
+                            &s.hierarchy,
+                            &decided.usage,
+                            unix_now(host),
+                        )
+                    })
+                } else {
+                    None
+                };
+                let debug = decided_debug(&decided, status.as_ref());
+                let denial = Denial {
+                    retry_after,
+                    rate_limit,
+                };
+                self.refuse_with(host, &decided.info, category, Some(denial), debug)
+            }
+            Verdict::Unavailable { detail } => {
+                host.count(Stat::BackendErrors);
+                log::warn!("tollgate: service {service_id}: 3scale unavailable: {detail}");
+                self.refuse(host, &decided.info, Category::BackendUnavailable, None)
+            }
+            Verdict::Misconfigured { code, detail } => {
+                host.count(Stat::BackendErrors);
+                log::error!(
+                    "tollgate: service {service_id}: 3scale refused the gateway's own call ({code}): {detail}; \
+                     check service_id, service_token/provider_key and the metrics of the mapping rules"
+                );
+                self.refuse(host, &decided.info, Category::BackendMisconfigured, None)
+            }
+        }
+    }
+}
+
+fn decided_debug(decided: &Decided, status: Option<&AuthStatus>) -> Option<super::DebugInfo> {
+    decided
+        .info
+        .debug
+        .then(|| super::DebugInfo::new(decided, status.and_then(|s| s.plan.clone())))
+}
+
+/// Whether to wait for the body: a form post whose body may hold credentials or rule arguments.
+pub(super) fn wants_form_body(host: &impl Host, info: &RequestInfo) -> bool {
+    let service = &info.service;
+    let uses_form = service.credentials.locations.contains(&Location::Form)
+        || service.mapping_rules.needs_args();
+    uses_form
+        && matches!(info.method.as_slice(), b"POST" | b"PUT" | b"PATCH")
+        && host
+            .request_header("content-type")
+            .is_some_and(|ct| starts_with_ignore_case(&ct, b"application/x-www-form-urlencoded"))
+}
+
+fn starts_with_ignore_case(value: &[u8], prefix: &[u8]) -> bool {
+    value
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+}
+
+/// The `Referer` header, when it can be sent to 3scale as is.
+fn referrer(host: &impl Host) -> Option<String> {
+    let value = host.request_header("referer")?;
+    let text = String::from_utf8(value).ok()?;
+    let usable = !text.is_empty() && text.len() <= 1024 && !text.chars().any(char::is_control);
+    usable.then_some(text)
+}
+
+fn log_dispatch_failure(cluster: &str, error: DispatchError) {
+    if DISPATCH_FAILURE_LOGGED.with(|logged| logged.replace(true)) {
+        return;
+    }
+    log::error!(
+        "tollgate: Envoy refused the callout to cluster `{cluster}` ({error:?}); is backend.cluster the name \
+         of a defined Envoy cluster? (logged once; counted in tollgate.backend.dispatch_failures)"
+    );
+}
+
+/// Compares a secret without revealing, through timing, how much of it matched.
+pub(super) fn constant_time_eq(given: &[u8], secret: &[u8]) -> bool {
+    let mut difference = given.len() ^ secret.len();
+    for (i, byte) in secret.iter().enumerate() {
+        difference |= usize::from(byte ^ given.get(i).copied().unwrap_or(0));
+    }
+    difference == 0
+}
+
+/// For logs: the credentials with their secrets masked.
+pub(super) fn describe(credentials: &crate::credentials::Credentials) -> String {
+    match credentials {
+        crate::credentials::Credentials::UserKey(key) => format!("user_key={}", mask(key)),
+        crate::credentials::Credentials::AppId {
+            app_id,
+            app_key: Some(key),
+        } => {
+            format!("app_id={app_id}&app_key={}", mask(key))
+        }
+        crate::credentials::Credentials::AppId {
+            app_id,
+            app_key: None,
+        } => format!("app_id={app_id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_equal_only_when_identical() {
+        assert!(constant_time_eq(b"token", b"token"));
+        assert!(!constant_time_eq(b"tokem", b"token"));
+        assert!(!constant_time_eq(b"tok", b"token"));
+        assert!(!constant_time_eq(b"token-longer", b"token"));
+        assert!(!constant_time_eq(b"", b"token"));
+    }
+}

@@ -1,0 +1,164 @@
+//! An authorized request on its way upstream: plan routing, credentials stripped, headers for the
+//! upstream and for access logs; then, on the response, debug and RateLimit headers.
+
+use std::rc::Rc;
+
+use super::{DebugInfo, Decided, Flow, Forwarded, Stage};
+use crate::args::{remove_params, split_path};
+use crate::backend::answer::AuthStatus;
+use crate::category::Category;
+use crate::credentials::{Credentials, Location};
+use crate::host::{Action, Host};
+use crate::ratelimit::{RateLimit, from_limit_headers, most_constraining};
+use crate::stats::Stat;
+use crate::verdict::LimitHeaders;
+
+impl Flow {
+    pub(super) fn forward(
+        &mut self,
+        host: &impl Host,
+        decided: Decided,
+        status: AuthStatus,
+        limits: Option<LimitHeaders>,
+    ) -> Action {
+        let service = Rc::clone(&decided.info.service);
+        let plan = status.plan.as_deref();
+        let headers = &self.config.headers;
+        let debug = decided
+            .info
+            .debug
+            .then(|| DebugInfo::new(&decided, status.plan.clone()));
+        if let Some(routing) = &service.routing {
+            let Some(route) = routing.route(plan) else {
+                log::debug!(
+                    "tollgate: service {}: no cluster for plan {plan:?}",
+                    service.id
+                );
+                return self.refuse_with(
+                    host,
+                    &decided.info,
+                    Category::NoRouteForPlan,
+                    None,
+                    debug,
+                );
+            };
+            host.set_request_header(&headers.cluster, Some(route.cluster.as_bytes()));
+            if let Some(upstream_host) = &route.host {
+                host.set_request_header(&headers.host, Some(upstream_host.as_bytes()));
+            }
+        }
+        if service.strip_credentials {
+            strip_credentials(host, &decided);
+        }
+        if let Some((name, value)) = &service.secret_header {
+            host.set_request_header(name, Some(value.as_bytes()));
+        }
+        let app_id = match &decided.credentials {
+            Credentials::AppId { app_id, .. } => Some(app_id.as_str()),
+            Credentials::UserKey(_) => None,
+        };
+        if let (true, Some(app_id)) = (service.send_app_id, app_id) {
+            host.set_request_header(&headers.app_id, Some(app_id.as_bytes()));
+        }
+        if let (true, Some(plan)) = (service.send_plan, plan) {
+            host.set_request_header(&headers.plan, Some(plan.as_bytes()));
+        }
+        host.set_filter_state("tollgate.service_id", service.id.as_bytes());
+        if let Some(app_id) = app_id {
+            host.set_filter_state("tollgate.app_id", app_id.as_bytes());
+        }
+        if let Some(plan) = plan {
+            host.set_filter_state("tollgate.plan", plan.as_bytes());
+        }
+        if service.routing.is_some() {
+            host.clear_route_cache();
+        }
+        host.count(Stat::Allowed);
+        let rate_limit = if service.rate_limit_headers {
+            limits.as_ref().and_then(from_limit_headers).or_else(|| {
+                let now = unix_now(host);
+                most_constraining(
+                    &status.usage_reports,
+                    &status.hierarchy,
+                    &decided.usage,
+                    now,
+                )
+            })
+        } else {
+            None
+        };
+        self.stage = Stage::Forwarded(Box::new(Forwarded { rate_limit, debug }));
+        Action::Continue
+    }
+}
+
+pub(super) fn unix_now(host: &impl Host) -> u64 {
+    host.now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The upstream never sees the application's credentials (APIcast forwards them; we do not).
+fn strip_credentials(host: &impl Host, decided: &Decided) {
+    let spec = &decided.info.service.credentials;
+    let Some(location) = decided.location else {
+        return;
+    };
+    let names = spec.names_at(location);
+    match location {
+        Location::Query => {
+            let (path, query) = split_path(&decided.info.target);
+            if let Some(rest) = remove_params(query, &names) {
+                let mut target = path.to_vec();
+                if !rest.is_empty() {
+                    target.push(b'?');
+                    target.extend_from_slice(&rest);
+                }
+                host.set_request_header(":path", Some(&target));
+            }
+        }
+        Location::Form => {
+            let stripped = decided
+                .form_body
+                .as_deref()
+                .and_then(|body| remove_params(body, &names));
+            if let Some(body) = stripped {
+                host.set_request_body(&body);
+                host.set_request_header("content-length", Some(body.len().to_string().as_bytes()));
+            }
+        }
+        Location::Header | Location::Basic | Location::Bearer => {
+            for name in names {
+                host.set_request_header(name, None);
+            }
+        }
+        Location::JwtClaim => {}
+    }
+}
+
+pub(super) fn rate_limit_headers(limit: &RateLimit) -> Vec<(String, String)> {
+    let mut headers = vec![
+        ("ratelimit-limit".to_string(), limit.limit.to_string()),
+        (
+            "ratelimit-remaining".to_string(),
+            limit.remaining.to_string(),
+        ),
+    ];
+    if let Some(reset) = limit.reset {
+        headers.push(("ratelimit-reset".to_string(), reset.to_string()));
+    }
+    headers
+}
+
+pub(super) fn response_headers(host: &impl Host, forwarded: &Forwarded) {
+    if let Some(limit) = &forwarded.rate_limit {
+        for (name, value) in rate_limit_headers(limit) {
+            host.set_response_header(&name, value.as_bytes());
+        }
+    }
+    if let Some(debug) = &forwarded.debug {
+        for (name, value) in debug.headers(host) {
+            host.set_response_header(&name, value.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! One request's way through the filter: a small state machine driven by Envoy's callbacks.
+//!
+//! headers → (body, when credentials or rule conditions may be in a form) → decision → either a
+//! local reply, or the upstream (with routing headers set) → response headers (debug and RateLimit
+//! headers). The decision core does not care where an authorization comes from: today a callout,
+//! tomorrow the cache.
+
+mod debug;
+mod decide;
+mod forward;
+mod refuse;
+mod source;
+
+use std::rc::Rc;
+
+use crate::config::{Config, Service};
+use crate::credentials::{Credentials, Location};
+use crate::host::{Action, Host};
+use crate::ratelimit::RateLimit;
+use crate::usage::Usage;
+
+pub use debug::DebugInfo;
+
+/// Per-request state.
+pub struct Flow {
+    config: Rc<Config>,
+    stage: Stage,
+}
+
+enum Stage {
+    Start,
+    WaitingForBody(Box<RequestInfo>),
+    WaitingForBackend(Box<Decided>),
+    Forwarded(Box<Forwarded>),
+    Done,
+}
+
+/// What the request headers told us.
+struct RequestInfo {
+    service: Rc<Service>,
+    method: Vec<u8>,
+    target: Vec<u8>,
+    grpc: bool,
+    debug: bool,
+}
+
+/// A request whose credentials and usage are known, waiting for its authorization.
+struct Decided {
+    info: RequestInfo,
+    credentials: Credentials,
+    /// Where the credentials were found (None for default credentials): what to strip upstream.
+    location: Option<Location>,
+    usage: Usage,
+    matched_rules: Vec<usize>,
+    /// The buffered form body, kept to strip credentials from it.
+    form_body: Option<Vec<u8>>,
+}
+
+/// What the response phase still needs to know about an allowed request.
+struct Forwarded {
+    rate_limit: Option<RateLimit>,
+    debug: Option<DebugInfo>,
+}
+
+impl Flow {
+    pub fn new(config: Rc<Config>) -> Flow {
+        Flow {
+            config,
+            stage: Stage::Start,
+        }
+    }
+
+    pub fn on_request_headers(&mut self, host: &impl Host, end_of_stream: bool) -> Action {
+        let Some(info) = self.read_request(host) else {
+            return self.unmatched(host);
+        };
+        if !end_of_stream && decide::wants_form_body(host, &info) {
+            self.stage = Stage::WaitingForBody(Box::new(info));
+            return Action::Pause;
+        }
+        self.decide(host, info, None)
+    }
+
+    pub fn on_request_body(
+        &mut self,
+        host: &impl Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        let Stage::WaitingForBody(_) = &self.stage else {
+            return self.hold_while_deciding();
+        };
+        let too_big = body_size > self.config.form_body_limit;
+        if !end_of_stream && !too_big {
+            return Action::Pause;
+        }
+        let Stage::WaitingForBody(info) = std::mem::replace(&mut self.stage, Stage::Done) else {
+            return Action::Continue;
+        };
+        let body = if too_big {
+            None
+        } else {
+            host.request_body(body_size)
+        };
+        self.decide(host, *info, body)
+    }
+
+    pub fn on_callout_response(&mut self, host: &impl Host, token: u32, body_size: usize) {
+        let Stage::WaitingForBackend(decided) = std::mem::replace(&mut self.stage, Stage::Done)
+        else {
+            log::warn!("tollgate: unexpected callout answer (token {token})");
+            return;
+        };
+        let response = host.callout_response(body_size);
+        if self.conclude(host, *decided, &response) == Action::Continue {
+            host.resume_request();
+        }
+    }
+
+    pub fn on_response_headers(&mut self, host: &impl Host) -> Action {
+        if let Stage::Forwarded(forwarded) = &self.stage {
+            forward::response_headers(host, forwarded);
+        }
+        Action::Continue
+    }
+
+    /// Body chunks that arrive while 3scale is being asked must wait too.
+    fn hold_while_deciding(&self) -> Action {
+        match self.stage {
+            Stage::WaitingForBackend(_) => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+
+    fn unmatched(&mut self, host: &impl Host) -> Action {
+        self.stage = Stage::Done;
+        if self.config.pass_unknown {
+            host.count(crate::stats::Stat::Unmatched);
+            return Action::Continue;
+        }
+        let grpc = refuse::is_grpc(host);
+        refuse::without_service(host, &self.config, grpc)
+    }
+}

@@ -1,0 +1,112 @@
+//! The proxy-wasm entry points: a root context per filter configuration, an HTTP context per request.
+//! Thin by design: each callback hands over to [`crate::flow::Flow`] with [`host::ProxyHost`].
+
+mod ffi;
+mod host;
+
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action as ProxyAction, ContextType, LogLevel};
+
+use crate::config::Config;
+use crate::flow::Flow;
+use crate::host::{Action, Host};
+use host::ProxyHost;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { config: None }) });
+}}
+
+struct Root {
+    config: Option<Rc<Config>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        follow_envoy_log_level();
+        let json = self.get_plugin_configuration().unwrap_or_default();
+        match Config::load(&json, &|name| std::env::var(name).ok()) {
+            Ok(config) => {
+                host::define_metrics();
+                log::info!("tollgate: configured {} service(s)", config.services.len());
+                self.config = Some(Rc::new(config));
+                true
+            }
+            Err(error) => {
+                log::error!("tollgate: {error}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Request {
+            flow: self.config.as_ref().map(|c| Flow::new(Rc::clone(c))),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// Debug lines are not even formatted unless Envoy would print them.
+fn follow_envoy_log_level() {
+    let level = proxy_wasm::hostcalls::get_log_level().unwrap_or(LogLevel::Info);
+    proxy_wasm::set_log_level(level);
+}
+
+struct Request {
+    flow: Option<Flow>,
+}
+
+fn action(action: Action) -> ProxyAction {
+    match action {
+        Action::Continue => ProxyAction::Continue,
+        Action::Pause => ProxyAction::Pause,
+    }
+}
+
+impl Context for Request {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        if let Some(flow) = &mut self.flow {
+            flow.on_callout_response(&ProxyHost, token, body_size);
+        }
+    }
+}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> ProxyAction {
+        match &mut self.flow {
+            Some(flow) => action(flow.on_request_headers(&ProxyHost, end_of_stream)),
+            None => {
+                ProxyHost.send_reply(500, &[], b"tollgate is not configured\n");
+                ProxyAction::Pause
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> ProxyAction {
+        match &mut self.flow {
+            Some(flow) => action(flow.on_request_body(&ProxyHost, body_size, end_of_stream)),
+            None => ProxyAction::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> ProxyAction {
+        match &mut self.flow {
+            Some(flow) => action(flow.on_response_headers(&ProxyHost)),
+            None => ProxyAction::Continue,
+        }
+    }
+}

@@ -389,6 +389,7 @@ fn credentials_spec(raw: &RawCredentials, path: &str) -> Result<Spec, ConfigErro
         }
         spec.jwt_claim = claim.clone();
     }
+    spec.check().map_err(|why| error(path, why))?;
     Ok(spec)
 }
 

@@ -7,6 +7,8 @@ pub mod raw;
 pub mod secret;
 
 mod compile;
+#[cfg(test)]
+mod tests;
 
 use std::rc::Rc;
 use std::time::Duration;

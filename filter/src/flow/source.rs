@@ -27,7 +27,8 @@ impl<H: Host> Source for RequestSource<'_, H> {
     }
 
     /// `jwt_authn` stores the verified payload as a Struct in the request's dynamic metadata; Envoy
-    /// resolves the path down to the claim and returns a string claim as its raw bytes.
+    /// resolves the path down to the claim and returns a string claim as its raw bytes, a list claim
+    /// (e.g. `aud: ["a", "b"]`) in proxy-wasm's pair encoding, of which the first element is used.
     fn jwt_claim(&mut self, claim: &str) -> Option<Vec<u8>> {
         let path = [
             "metadata",
@@ -36,7 +37,7 @@ impl<H: Host> Source for RequestSource<'_, H> {
             &self.jwt.payload_key,
             claim,
         ];
-        self.host.property(&path)
+        self.host.property(&path).map(first_of_list)
     }
 }
 
@@ -65,5 +66,54 @@ impl<H: Host> RouteInfo for Route<'_, H> {
 
     fn authority(&mut self) -> Option<Vec<u8>> {
         self.host.request_header(":authority")
+    }
+}
+
+/// The first element when `value` is a list in proxy-wasm's pair encoding (a little-endian u32 count,
+/// then a (key length, value length) u32 pair per entry, then each key and value NUL-terminated; list
+/// elements are keys with empty values); otherwise `value` itself.
+fn first_of_list(value: Vec<u8>) -> Vec<u8> {
+    decode_first_key(&value).unwrap_or(value)
+}
+
+fn decode_first_key(bytes: &[u8]) -> Option<Vec<u8>> {
+    let u32_at = |at: usize| -> Option<usize> {
+        let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(raw)).ok()
+    };
+    let count = u32_at(0)?;
+    if count == 0 || count > 1024 {
+        return None;
+    }
+    let mut sizes = Vec::with_capacity(count);
+    for i in 0..count {
+        sizes.push((u32_at(4 + 8 * i)?, u32_at(8 + 8 * i)?));
+    }
+    let data_start = 4 + 8 * count;
+    let data_len: usize = sizes.iter().map(|(k, v)| k + v + 2).sum();
+    if data_start.checked_add(data_len)? != bytes.len() {
+        return None;
+    }
+    let (first_key, _) = *sizes.first()?;
+    bytes
+        .get(data_start..data_start + first_key)
+        .map(<[u8]>::to_vec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_claims_yield_their_first_element_and_strings_stay_as_they_are() {
+        let list = [
+            &[2, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0][..],
+            b"client-a\0\0client-b\0\0",
+        ]
+        .concat();
+        assert_eq!(first_of_list(list), b"client-a".to_vec());
+        assert_eq!(first_of_list(b"oidc-prod".to_vec()), b"oidc-prod".to_vec());
+        assert_eq!(first_of_list(vec![1, 0, 0, 0, 9]), vec![1, 0, 0, 0, 9]);
+        assert_eq!(first_of_list(Vec::new()), Vec::<u8>::new());
     }
 }

@@ -10,6 +10,8 @@ mod decide;
 mod forward;
 mod refuse;
 mod source;
+#[cfg(test)]
+mod tests;
 
 use std::rc::Rc;
 

@@ -1,0 +1,425 @@
+//! The request flow against a recording fake host: what Envoy would be asked to do, natively.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use super::Flow;
+use crate::category::Category;
+use crate::config::Config;
+use crate::host::{Action, CalloutResponse, DispatchError, Host};
+use crate::stats::Stat;
+
+#[derive(Default)]
+struct FakeHost {
+    request_headers: RefCell<Vec<(String, Vec<u8>)>>,
+    properties: Vec<(String, Vec<u8>)>,
+    body: RefCell<Vec<u8>>,
+    dispatched: RefCell<Vec<Vec<(String, String)>>>,
+    dispatch_fails: bool,
+    callout: RefCell<CalloutResponse>,
+    reply: RefCell<Option<(u16, Vec<(String, String)>, String)>>,
+    grpc_reply: RefCell<Option<(u32, String)>>,
+    resumed: Cell<bool>,
+    stats: RefCell<Vec<Stat>>,
+    response_headers: RefCell<Vec<(String, String)>>,
+    filter_state: RefCell<Vec<(String, String)>>,
+}
+
+impl FakeHost {
+    fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> FakeHost {
+        let mut all = vec![
+            (":method".to_string(), method.as_bytes().to_vec()),
+            (":path".to_string(), path.as_bytes().to_vec()),
+        ];
+        all.extend(
+            headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())),
+        );
+        FakeHost {
+            request_headers: RefCell::new(all),
+            ..FakeHost::default()
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.request_headers
+            .borrow()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    fn answer(&self, status: u16, reason: Option<&str>, body: &str) {
+        *self.callout.borrow_mut() = CalloutResponse {
+            status: Some(status),
+            rejection_reason: reason.map(|r| r.as_bytes().to_vec()),
+            body: body.as_bytes().to_vec(),
+            ..CalloutResponse::default()
+        };
+    }
+
+    fn reply_status(&self) -> Option<u16> {
+        self.reply.borrow().as_ref().map(|(status, _, _)| *status)
+    }
+
+    fn reply_header(&self, name: &str) -> Option<String> {
+        let reply = self.reply.borrow();
+        let (_, headers, _) = reply.as_ref()?;
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn reply_code(&self) -> String {
+        let reply = self.reply.borrow();
+        let body: serde_json::Value = serde_json::from_str(&reply.as_ref().unwrap().2).unwrap();
+        body["error"]["code"].as_str().unwrap().to_string()
+    }
+
+    fn callout_path(&self) -> String {
+        let calls = self.dispatched.borrow();
+        let call = calls.last().unwrap();
+        call.iter().find(|(n, _)| n == ":path").unwrap().1.clone()
+    }
+}
+
+impl Host for FakeHost {
+    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.request_headers
+            .borrow()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+    fn set_request_header(&self, name: &str, value: Option<&[u8]>) {
+        let mut headers = self.request_headers.borrow_mut();
+        headers.retain(|(n, _)| n != name);
+        if let Some(value) = value {
+            headers.push((name.to_string(), value.to_vec()));
+        }
+    }
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        Some(self.body.borrow().iter().take(size).copied().collect())
+    }
+    fn set_request_body(&self, body: &[u8]) {
+        *self.body.borrow_mut() = body.to_vec();
+    }
+    fn response_header(&self, _name: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn set_response_header(&self, name: &str, value: &[u8]) {
+        self.response_headers.borrow_mut().push((
+            name.to_string(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        let key = path.join("/");
+        self.properties
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+    }
+    fn set_filter_state(&self, name: &str, value: &[u8]) {
+        self.filter_state.borrow_mut().push((
+            name.to_string(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+    }
+    fn dispatch(
+        &self,
+        _cluster: &str,
+        headers: &[(&str, &str)],
+        _body: Option<&[u8]>,
+        _timeout: Duration,
+    ) -> Result<u32, DispatchError> {
+        if self.dispatch_fails {
+            return Err(DispatchError::BadArgument);
+        }
+        self.dispatched.borrow_mut().push(
+            headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        );
+        Ok(7)
+    }
+    fn callout_response(&self, _body_size: usize) -> CalloutResponse {
+        self.callout.borrow().clone()
+    }
+    fn send_reply(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        let headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        *self.reply.borrow_mut() =
+            Some((status, headers, String::from_utf8_lossy(body).into_owned()));
+    }
+    fn send_grpc_reply(&self, grpc_status: u32, message: &str, _headers: &[(&str, &str)]) {
+        *self.grpc_reply.borrow_mut() = Some((grpc_status, message.to_string()));
+    }
+    fn resume_request(&self) {
+        self.resumed.set(true);
+    }
+    fn clear_route_cache(&self) {}
+    fn now(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000)
+    }
+    fn count(&self, stat: Stat) {
+        self.stats.borrow_mut().push(stat);
+    }
+}
+
+const CONFIG: &str = r#"{
+  "backend": {"cluster": "threescale_backend", "authority": "backend.test"},
+  "services": [{
+    "id": "svc1",
+    "service_token": "secret-token",
+    "match": {"hosts": ["api.test"]},
+    "credentials": {"kind": "app_id", "locations": ["query", "form", "header"]},
+    "mapping_rules": [
+      {"method": "GET", "pattern": "/items", "metric": "get_items"},
+      {"method": "POST", "pattern": "/items", "metric": "create_item", "delta": 2}
+    ],
+    "plans": {"routes": {"Sandbox": {"cluster": "staging", "host": "sandbox.internal"}}},
+    "upstream": {"send_plan": true}
+  }]
+}"#;
+
+const SANDBOX: &str = r#"<?xml version="1.0" encoding="UTF-8"?><status><authorized>true</authorized><plan>Sandbox</plan></status>"#;
+
+fn new_flow() -> Flow {
+    Flow::new(Rc::new(Config::load(CONFIG.as_bytes(), &|_| None).unwrap()))
+}
+
+fn api(method: &str, path: &str, extra: &[(&str, &str)]) -> FakeHost {
+    let mut headers = vec![(":authority", "api.test")];
+    headers.extend_from_slice(extra);
+    FakeHost::request(method, path, &headers)
+}
+
+#[test]
+fn an_authorized_request_is_routed_by_plan_with_credentials_stripped() {
+    let host = api(
+        "GET",
+        "/items?app_id=a1&app_key=k1&page=2",
+        &[("x-tollgate-cluster", "production")],
+    );
+    let mut flow = new_flow();
+    assert_eq!(flow.on_request_headers(&host, true), Action::Pause);
+    assert_eq!(
+        host.header("x-tollgate-cluster"),
+        None,
+        "forged routing header removed"
+    );
+    assert_eq!(
+        host.callout_path(),
+        "/transactions/authrep.xml?service_token=secret-token&service_id=svc1&app_id=a1&app_key=k1&usage%5Bget_items%5D=1"
+    );
+    host.answer(200, None, SANDBOX);
+    flow.on_callout_response(&host, 7, 0);
+    assert!(host.resumed.get());
+    assert_eq!(
+        host.header("x-tollgate-cluster").as_deref(),
+        Some("staging")
+    );
+    assert_eq!(
+        host.header("x-tollgate-host").as_deref(),
+        Some("sandbox.internal")
+    );
+    assert_eq!(host.header("x-tollgate-plan").as_deref(), Some("Sandbox"));
+    assert_eq!(host.header(":path").as_deref(), Some("/items?page=2"));
+    assert!(
+        host.filter_state
+            .borrow()
+            .contains(&("tollgate.app_id".into(), "a1".into()))
+    );
+    assert_eq!(
+        *host.stats.borrow(),
+        vec![Stat::BackendCalls, Stat::Allowed]
+    );
+}
+
+#[test]
+fn missing_credentials_come_before_a_missing_rule_and_never_reach_3scale() {
+    let host = api("DELETE", "/nothing", &[]);
+    assert_eq!(new_flow().on_request_headers(&host, true), Action::Pause);
+    assert_eq!(host.reply_status(), Some(401));
+    assert_eq!(host.reply_code(), "auth_missing");
+    assert!(
+        host.reply_header("www-authenticate")
+            .unwrap()
+            .contains("realm=\"svc1\"")
+    );
+    assert!(host.dispatched.borrow().is_empty());
+
+    let host = api("DELETE", "/nothing?app_id=a1", &[]);
+    new_flow().on_request_headers(&host, true);
+    assert_eq!(host.reply_status(), Some(404));
+    assert_eq!(host.reply_code(), "no_match");
+    assert!(host.dispatched.borrow().is_empty());
+}
+
+#[test]
+fn limits_exceeded_answers_429_with_retry_after_and_rate_limit_headers() {
+    let host = api("GET", "/items", &[("app_id", "a1")]);
+    let mut flow = new_flow();
+    flow.on_request_headers(&host, true);
+    *host.callout.borrow_mut() = CalloutResponse {
+        status: Some(409),
+        rejection_reason: Some(b"limits_exceeded".to_vec()),
+        limit_remaining: Some(0),
+        limit_reset: Some(42),
+        limit_max_value: Some(5),
+        body: br#"<status><authorized>false</authorized><reason>usage limits are exceeded</reason><plan>Sandbox</plan></status>"#.to_vec(),
+    };
+    flow.on_callout_response(&host, 7, 0);
+    assert!(!host.resumed.get());
+    assert_eq!(host.reply_status(), Some(429));
+    assert_eq!(host.reply_header("retry-after").as_deref(), Some("42"));
+    assert_eq!(host.reply_header("ratelimit-limit").as_deref(), Some("5"));
+    assert_eq!(
+        host.reply_header("ratelimit-remaining").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        host.stats.borrow().last(),
+        Some(&Stat::Denied(Category::LimitsExceeded))
+    );
+}
+
+#[test]
+fn an_unknown_plan_has_no_route() {
+    let host = api("GET", "/items?app_id=a1", &[]);
+    let mut flow = new_flow();
+    flow.on_request_headers(&host, true);
+    host.answer(200, None, &SANDBOX.replace("Sandbox", "Gold"));
+    flow.on_callout_response(&host, 7, 0);
+    assert_eq!(host.reply_status(), Some(403));
+    assert_eq!(host.reply_code(), "no_route_for_plan");
+    assert_eq!(host.header("x-tollgate-cluster"), None);
+}
+
+#[test]
+fn unreachable_3scale_is_503_and_a_refused_dispatch_is_500() {
+    let host = api("GET", "/items?app_id=a1", &[]);
+    let mut flow = new_flow();
+    flow.on_request_headers(&host, true);
+    *host.callout.borrow_mut() = CalloutResponse::default();
+    flow.on_callout_response(&host, 7, 0);
+    assert_eq!(host.reply_status(), Some(503));
+
+    let mut host = api("GET", "/items?app_id=a1", &[]);
+    host.dispatch_fails = true;
+    flow_with(&host);
+    assert_eq!(host.reply_status(), Some(500));
+    assert!(host.stats.borrow().contains(&Stat::BackendDispatchFailures));
+}
+
+fn flow_with(host: &FakeHost) -> Flow {
+    let mut flow = new_flow();
+    flow.on_request_headers(host, true);
+    flow
+}
+
+#[test]
+fn form_credentials_are_read_at_the_end_of_the_body_and_stripped() {
+    let host = api(
+        "POST",
+        "/items",
+        &[("content-type", "application/x-www-form-urlencoded")],
+    );
+    *host.body.borrow_mut() = b"name=x&app_id=a1&app_key=k1".to_vec();
+    let mut flow = new_flow();
+    assert_eq!(flow.on_request_headers(&host, false), Action::Pause);
+    assert!(host.dispatched.borrow().is_empty());
+    assert_eq!(flow.on_request_body(&host, 10, false), Action::Pause);
+    assert_eq!(flow.on_request_body(&host, 27, true), Action::Pause);
+    assert!(
+        host.callout_path()
+            .contains("app_id=a1&app_key=k1&usage%5Bcreate_item%5D=2")
+    );
+    host.answer(200, None, SANDBOX);
+    flow.on_callout_response(&host, 7, 0);
+    assert_eq!(&*host.body.borrow(), b"name=x");
+    assert_eq!(host.header("content-length").as_deref(), Some("6"));
+}
+
+#[test]
+fn debug_headers_need_the_service_token() {
+    let host = api(
+        "GET",
+        "/items?app_id=a1&app_key=k1-long-key",
+        &[("x-3scale-debug", "secret-token")],
+    );
+    let mut flow = new_flow();
+    flow.on_request_headers(&host, true);
+    assert_eq!(host.header("x-3scale-debug"), None, "never forwarded");
+    host.answer(200, None, SANDBOX);
+    flow.on_callout_response(&host, 7, 0);
+    flow.on_response_headers(&host);
+    let headers = host.response_headers.borrow();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(get("x-3scale-matched-rules").as_deref(), Some("/items"));
+    assert_eq!(
+        get("x-3scale-usage").as_deref(),
+        Some("usage%5Bget_items%5D=1")
+    );
+    assert_eq!(
+        get("x-3scale-credentials").as_deref(),
+        Some("app_id=a1&app_key=k1…(11)")
+    );
+    assert_eq!(get("x-3scale-plan").as_deref(), Some("Sandbox"));
+
+    let host = api(
+        "GET",
+        "/items?app_id=a1",
+        &[("x-3scale-debug", "secret-tokem")],
+    );
+    let mut flow = new_flow();
+    flow.on_request_headers(&host, true);
+    host.answer(200, None, SANDBOX);
+    flow.on_callout_response(&host, 7, 0);
+    flow.on_response_headers(&host);
+    assert!(host.response_headers.borrow().is_empty());
+}
+
+#[test]
+fn grpc_clients_get_a_grpc_status() {
+    let host = api(
+        "GET",
+        "/items",
+        &[("content-type", "application/grpc+proto")],
+    );
+    new_flow().on_request_headers(&host, true);
+    assert_eq!(host.reply_status(), None);
+    assert_eq!(host.grpc_reply.borrow().as_ref().map(|(s, _)| *s), Some(16));
+}
+
+#[test]
+fn requests_of_no_service_are_refused_or_passed_as_configured() {
+    let host = FakeHost::request(
+        "GET",
+        "/",
+        &[(":authority", "other.test"), ("x-tollgate-plan", "forged")],
+    );
+    new_flow().on_request_headers(&host, true);
+    assert_eq!(host.reply_status(), Some(404));
+    assert_eq!(host.reply_code(), "service_not_found");
+    assert_eq!(host.header("x-tollgate-plan"), None);
+
+    let pass = CONFIG.replacen('{', r#"{"unknown_service": "pass","#, 1);
+    let mut flow = Flow::new(Rc::new(Config::load(pass.as_bytes(), &|_| None).unwrap()));
+    let host = FakeHost::request("GET", "/", &[(":authority", "other.test")]);
+    assert_eq!(flow.on_request_headers(&host, true), Action::Continue);
+    assert_eq!(*host.stats.borrow(), vec![Stat::Unmatched]);
+}

@@ -11,6 +11,9 @@ use crate::config::Config;
 use crate::host::{Action, CalloutResponse, DispatchError, Host};
 use crate::stats::Stat;
 
+/// A local reply: status, headers, body.
+type Reply = (u16, Vec<(String, String)>, String);
+
 #[derive(Default)]
 struct FakeHost {
     request_headers: RefCell<Vec<(String, Vec<u8>)>>,
@@ -19,7 +22,7 @@ struct FakeHost {
     dispatched: RefCell<Vec<Vec<(String, String)>>>,
     dispatch_fails: bool,
     callout: RefCell<CalloutResponse>,
-    reply: RefCell<Option<(u16, Vec<(String, String)>, String)>>,
+    reply: RefCell<Option<Reply>>,
     grpc_reply: RefCell<Option<(u32, String)>>,
     resumed: Cell<bool>,
     stats: RefCell<Vec<Stat>>,

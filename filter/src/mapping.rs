@@ -201,6 +201,17 @@ impl MappingRules {
         self.needs_args
     }
 
+    /// Whether a rule that could match this method and path has query conditions: only then do the
+    /// request's arguments (and a form body's fields) matter for its usage.
+    pub fn needs_args_for(&self, method: &[u8], path: &[u8]) -> bool {
+        self.needs_args
+            && self.rules.iter().any(|rule| {
+                rule.has_query_conditions()
+                    && rule.matches_method(method)
+                    && rule.matches_path(path)
+            })
+    }
+
     /// Applies every matching rule in order, summing deltas per metric, stopping after a matching rule with `last`.
     /// `path` is the request path without the query; `method` the request method bytes.
     pub fn evaluate(&self, method: &[u8], path: &[u8], args: &Args) -> Matched {
@@ -932,6 +943,15 @@ mod tests {
         let matched = rules.evaluate(b"GET", b"/", &Args::default());
         assert_eq!(matched.rules, vec![0]);
         assert_eq!(matched.usage.iter().collect::<Vec<_>>(), vec![("hits", 0)]);
+    }
+
+    #[test]
+    fn needs_args_for_looks_at_the_rules_that_could_match() {
+        let rules = MappingRules::new(vec![rule("GET", "/search?q={q}"), rule("POST", "/items")]);
+        assert!(rules.needs_args_for(b"GET", b"/search"));
+        assert!(!rules.needs_args_for(b"POST", b"/search"));
+        assert!(!rules.needs_args_for(b"POST", b"/items"));
+        assert!(!MappingRules::new(vec![rule("ANY", "/")]).needs_args_for(b"GET", b"/"));
     }
 
     #[test]

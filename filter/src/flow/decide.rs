@@ -5,6 +5,7 @@ use std::rc::Rc;
 
 use super::forward::unix_now;
 use super::refuse::Denial;
+use super::released::HeaderSnapshot;
 use super::source::{RequestSource, Route};
 use super::{Decided, Flow, RequestInfo, Stage};
 use crate::args::{Args, split_path};
@@ -43,6 +44,7 @@ impl Flow {
             target: host.request_header(":path").unwrap_or_default(),
             service,
             debug,
+            snapshot: None,
         })
     }
 
@@ -218,16 +220,51 @@ fn decided_debug(decided: &Decided, status: Option<&AuthStatus>) -> Option<super
         .then(|| super::DebugInfo::new(decided, status.and_then(|s| s.plan.clone())))
 }
 
-/// Whether to wait for the body: a form post whose body may hold credentials or rule arguments.
-pub(super) fn wants_form_body(host: &impl Host, info: &RequestInfo) -> bool {
+/// Whether the decision needs the form body: a form post to a service that reads forms, unless the
+/// credentials were already found at a location listed before `form` (and no rule reads arguments).
+pub(super) fn needs_form_body(host: &impl Host, info: &RequestInfo) -> bool {
     let service = &info.service;
-    let uses_form = service.credentials.locations.contains(&Location::Form)
-        || service.mapping_rules.needs_args();
-    uses_form
-        && matches!(info.method.as_slice(), b"POST" | b"PUT" | b"PATCH")
+    let spec = &service.credentials;
+    let (path, query) = split_path(&info.target);
+    let rules_read_args = service.mapping_rules.needs_args_for(&info.method, path);
+    let reads_form = spec.locations.contains(&Location::Form) || rules_read_args;
+    let is_form_post = matches!(info.method.as_slice(), b"POST" | b"PUT" | b"PATCH")
         && host
             .request_header("content-type")
-            .is_some_and(|ct| starts_with_ignore_case(&ct, b"application/x-www-form-urlencoded"))
+            .is_some_and(|ct| starts_with_ignore_case(&ct, b"application/x-www-form-urlencoded"));
+    if !reads_form || !is_form_post {
+        return false;
+    }
+    if rules_read_args {
+        return true;
+    }
+    let position = |location: Location| spec.locations.iter().position(|l| *l == location);
+    let form = position(Location::Form);
+    let query_args = Args::parse(query);
+    let mut source = RequestSource {
+        host,
+        query: &query_args,
+        form: None,
+        jwt: &service.jwt,
+    };
+    match extract(spec, &mut source) {
+        Extracted::Found(found) => position(found.location) > form,
+        Extracted::Invalid(location) => position(location) > form,
+        Extracted::Missing => true,
+    }
+}
+
+/// Before letting the headers go: copy what the decision may read, and drop `content-length` when
+/// form credentials may be stripped (Envoy then frames the shortened body itself).
+pub(super) fn release_headers(host: &impl Host, info: &RequestInfo) -> HeaderSnapshot {
+    let spec = &info.service.credentials;
+    let mut names = spec.names_at(Location::Header);
+    names.extend(["authorization", "referer", "x-request-id", "content-type"]);
+    let snapshot = HeaderSnapshot::take(host, &names);
+    if info.service.strip_credentials && spec.locations.contains(&Location::Form) {
+        host.set_request_header("content-length", None);
+    }
+    snapshot
 }
 
 fn starts_with_ignore_case(value: &[u8], prefix: &[u8]) -> bool {

@@ -43,6 +43,7 @@ impl Flow {
                 );
             };
             host.set_request_header(&headers.cluster, Some(route.cluster.as_bytes()));
+            host.set_filter_state("tollgate.cluster", route.cluster.as_bytes());
             if let Some(upstream_host) = &route.host {
                 host.set_request_header(&headers.host, Some(upstream_host.as_bytes()));
             }

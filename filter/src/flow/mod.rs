@@ -9,6 +9,7 @@ mod debug;
 mod decide;
 mod forward;
 mod refuse;
+mod released;
 mod source;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ use crate::credentials::{Credentials, Location};
 use crate::host::{Action, Host};
 use crate::ratelimit::RateLimit;
 use crate::usage::Usage;
+use released::{HeaderSnapshot, Released};
 
 pub use debug::DebugInfo;
 
@@ -44,6 +46,8 @@ struct RequestInfo {
     target: Vec<u8>,
     grpc: bool,
     debug: bool,
+    /// Set once the headers were released to read a form body (see `released`).
+    snapshot: Option<HeaderSnapshot>,
 }
 
 /// A request whose credentials and usage are known, waiting for its authorization.
@@ -73,12 +77,13 @@ impl Flow {
     }
 
     pub fn on_request_headers(&mut self, host: &impl Host, end_of_stream: bool) -> Action {
-        let Some(info) = self.read_request(host) else {
+        let Some(mut info) = self.read_request(host) else {
             return self.unmatched(host);
         };
-        if !end_of_stream && decide::wants_form_body(host, &info) {
+        if !end_of_stream && decide::needs_form_body(host, &info) {
+            info.snapshot = Some(decide::release_headers(host, &info));
             self.stage = Stage::WaitingForBody(Box::new(info));
-            return Action::Pause;
+            return Action::Continue;
         }
         self.decide(host, info, None)
     }
@@ -96,7 +101,8 @@ impl Flow {
         if !end_of_stream && !too_big {
             return Action::Pause;
         }
-        let Stage::WaitingForBody(info) = std::mem::replace(&mut self.stage, Stage::Done) else {
+        let Stage::WaitingForBody(mut info) = std::mem::replace(&mut self.stage, Stage::Done)
+        else {
             return Action::Continue;
         };
         let body = if too_big {
@@ -104,17 +110,34 @@ impl Flow {
         } else {
             host.request_body(body_size)
         };
-        self.decide(host, *info, body)
+        let snapshot = info.snapshot.take().unwrap_or_default();
+        let released = Released {
+            host,
+            snapshot: &snapshot,
+        };
+        let action = self.decide(&released, *info, body);
+        self.keep_snapshot(snapshot);
+        action
     }
 
     pub fn on_callout_response(&mut self, host: &impl Host, token: u32, body_size: usize) {
-        let Stage::WaitingForBackend(decided) = std::mem::replace(&mut self.stage, Stage::Done)
+        let Stage::WaitingForBackend(mut decided) = std::mem::replace(&mut self.stage, Stage::Done)
         else {
             log::warn!("tollgate: unexpected callout answer (token {token})");
             return;
         };
         let response = host.callout_response(body_size);
-        if self.conclude(host, *decided, &response) == Action::Continue {
+        let action = match decided.info.snapshot.take() {
+            Some(snapshot) => {
+                let released = Released {
+                    host,
+                    snapshot: &snapshot,
+                };
+                self.conclude(&released, *decided, &response)
+            }
+            None => self.conclude(host, *decided, &response),
+        };
+        if action == Action::Continue {
             host.resume_request();
         }
     }
@@ -124,6 +147,13 @@ impl Flow {
             forward::response_headers(host, forwarded);
         }
         Action::Continue
+    }
+
+    /// A form request waiting for 3scale still answers from its snapshot when the answer comes.
+    fn keep_snapshot(&mut self, snapshot: HeaderSnapshot) {
+        if let Stage::WaitingForBackend(decided) = &mut self.stage {
+            decided.info.snapshot = Some(snapshot);
+        }
     }
 
     /// Body chunks that arrive while 3scale is being asked must wait too.

@@ -330,15 +330,27 @@ fn flow_with(host: &FakeHost) -> Flow {
 }
 
 #[test]
-fn form_credentials_are_read_at_the_end_of_the_body_and_stripped() {
+fn form_credentials_release_the_headers_and_route_through_filter_state() {
     let host = api(
         "POST",
         "/items",
-        &[("content-type", "application/x-www-form-urlencoded")],
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("content-length", "27"),
+        ],
     );
     *host.body.borrow_mut() = b"name=x&app_id=a1&app_key=k1".to_vec();
     let mut flow = new_flow();
-    assert_eq!(flow.on_request_headers(&host, false), Action::Pause);
+    assert_eq!(
+        flow.on_request_headers(&host, false),
+        Action::Continue,
+        "headers released"
+    );
+    assert_eq!(
+        host.header("content-length"),
+        None,
+        "Envoy frames the stripped body"
+    );
     assert!(host.dispatched.borrow().is_empty());
     assert_eq!(flow.on_request_body(&host, 10, false), Action::Pause);
     assert_eq!(flow.on_request_body(&host, 27, true), Action::Pause);
@@ -348,8 +360,35 @@ fn form_credentials_are_read_at_the_end_of_the_body_and_stripped() {
     );
     host.answer(200, None, SANDBOX);
     flow.on_callout_response(&host, 7, 0);
+    assert!(host.resumed.get());
     assert_eq!(&*host.body.borrow(), b"name=x");
-    assert_eq!(host.header("content-length").as_deref(), Some("6"));
+    assert_eq!(
+        host.header("x-tollgate-cluster"),
+        None,
+        "no header change after release"
+    );
+    assert!(
+        host.filter_state
+            .borrow()
+            .contains(&("tollgate.cluster".into(), "staging".into()))
+    );
+}
+
+#[test]
+fn form_posts_with_credentials_before_the_form_keep_the_headers() {
+    let host = api(
+        "POST",
+        "/items?app_id=a1",
+        &[("content-type", "application/x-www-form-urlencoded")],
+    );
+    let mut flow = new_flow();
+    assert_eq!(flow.on_request_headers(&host, false), Action::Pause);
+    host.answer(200, None, SANDBOX);
+    flow.on_callout_response(&host, 7, 0);
+    assert_eq!(
+        host.header("x-tollgate-cluster").as_deref(),
+        Some("staging")
+    );
 }
 
 #[test]

@@ -903,9 +903,12 @@ fn routing(w: &World, cases: &mut Cases) {
     );
 }
 
+/// The metric deltas a path should cost, or None for `no_match`.
+type Expected = Option<Vec<(&'static str, u64)>>;
+
 fn mapping_rules(w: &World, cases: &mut Cases) {
     // (path, expected metric deltas or None for no_match)
-    let table: Vec<(&str, Option<Vec<(&str, u64)>>)> = vec![
+    let table: Vec<(&str, Expected)> = vec![
         ("/items/42", Some(vec![("get_items", 1)])),
         ("/exact", Some(vec![("exact_m", 1)])),
         ("/exact/more", None),

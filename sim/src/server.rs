@@ -1,0 +1,329 @@
+//! The TCP side: the accept loop, one hyper HTTP/1.1 connection per socket, and the refusal
+//! fault (close every connection, stop listening, listen again on the same address later).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::http::{Reply, read_body};
+use crate::monitor::{LoggedRequest, Monitor};
+use crate::public::{PublicRequest, classify, respond};
+use crate::store::Store;
+
+/// The body of a `garbage` fault: not XML at all.
+const GARBAGE_BODY: &str = "this is not XML: tollgate-sim garbage fault\n";
+
+/// Shared state of the running simulator.
+pub struct App {
+    store: Mutex<Store>,
+    monitor: Mutex<Monitor>,
+    pub debug: bool,
+    control: Control,
+}
+
+impl App {
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn monitor(&self) -> MutexGuard<'_, Monitor> {
+        self.monitor.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Closes every connection but `exempt` (it finishes its answer first) and refuses
+    /// connections for `for_ms`. Returns once the listener is closed.
+    pub async fn refuse(&self, for_ms: u64, exempt: u64) -> bool {
+        let (ack, acked) = oneshot::channel();
+        if self
+            .control
+            .refuse
+            .send(Refusal { for_ms, ack })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        if acked.await.is_err() {
+            return false;
+        }
+        self.control.kill.send_modify(|k| {
+            k.generation += 1;
+            k.exempt = exempt;
+        });
+        true
+    }
+}
+
+/// Asks the accept loop to stop listening for a while.
+struct Refusal {
+    for_ms: u64,
+    ack: oneshot::Sender<()>,
+}
+
+/// Broadcast to connections: close, except the one that asked.
+#[derive(Clone, Copy, Debug, Default)]
+struct Kill {
+    generation: u64,
+    exempt: u64,
+}
+
+struct Control {
+    refuse: mpsc::Sender<Refusal>,
+    kill: watch::Sender<Kill>,
+}
+
+/// The connection closes without an answer (the `close` fault, or a broken request body).
+#[derive(Debug)]
+pub struct Closed;
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection closed on purpose")
+    }
+}
+
+impl std::error::Error for Closed {}
+
+/// Binds with SO_REUSEADDR so the address can be taken again right after a refusal window.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Serves until `shutdown` fires.
+pub async fn serve(
+    store: Store,
+    listener: TcpListener,
+    debug: bool,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let addr = listener.local_addr().ok();
+    let (refuse_tx, mut refuse_rx) = mpsc::channel(8);
+    let (kill_tx, _) = watch::channel(Kill::default());
+    let app = Arc::new(App {
+        store: Mutex::new(store),
+        monitor: Mutex::new(Monitor::default()),
+        debug,
+        control: Control {
+            refuse: refuse_tx,
+            kill: kill_tx,
+        },
+    });
+    let mut listener = Some(listener);
+    let mut reopen_at = tokio::time::Instant::now();
+    let mut next_id: u64 = 1;
+    loop {
+        let event = match &listener {
+            Some(l) => tokio::select! {
+                accepted = l.accept() => Event::Accepted(accepted),
+                refusal = refuse_rx.recv() => Event::Refuse(refusal),
+                _ = shutdown.changed() => Event::Shutdown,
+            },
+            None => tokio::select! {
+                () = tokio::time::sleep_until(reopen_at) => Event::Reopen,
+                refusal = refuse_rx.recv() => Event::Refuse(refusal),
+                _ = shutdown.changed() => Event::Shutdown,
+            },
+        };
+        match event {
+            Event::Accepted(Ok((stream, peer))) => {
+                let kill = app.control.kill.subscribe();
+                tokio::spawn(serve_connection(
+                    Arc::clone(&app),
+                    stream,
+                    peer,
+                    next_id,
+                    kill,
+                ));
+                next_id += 1;
+            }
+            // Out of file descriptors and the like: back off instead of spinning.
+            Event::Accepted(Err(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Event::Refuse(Some(refusal)) => {
+                listener = None;
+                let until = tokio::time::Instant::now() + Duration::from_millis(refusal.for_ms);
+                reopen_at = reopen_at.max(until);
+                let _ = refusal.ack.send(());
+            }
+            Event::Refuse(None) | Event::Shutdown => return,
+            Event::Reopen => match addr.map(bind) {
+                Some(Ok(l)) => listener = Some(l),
+                _ => reopen_at = tokio::time::Instant::now() + Duration::from_millis(20),
+            },
+        }
+    }
+}
+
+enum Event {
+    Accepted(std::io::Result<(TcpStream, SocketAddr)>),
+    Refuse(Option<Refusal>),
+    Reopen,
+    Shutdown,
+}
+
+async fn serve_connection(
+    app: Arc<App>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    mut kill: watch::Receiver<Kill>,
+) {
+    let _ = stream.set_nodelay(true);
+    let service_app = Arc::clone(&app);
+    let service = service_fn(move |request| handle(Arc::clone(&service_app), request, id, peer));
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            changed = kill.changed() => {
+                if changed.is_err() {
+                    let _ = connection.as_mut().await;
+                    return;
+                }
+                if kill.borrow_and_update().exempt != id {
+                    return;
+                }
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// One request: the simulator's API, apisonator's internal API, or the public listener.
+async fn handle(
+    app: Arc<App>,
+    request: Request<Incoming>,
+    conn_id: u64,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Closed> {
+    let started = std::time::Instant::now();
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let body = read_body(body).await.ok_or(Closed)?;
+    let reply = if path == "/_sim" || path.starts_with("/_sim/") {
+        Ok(crate::sim_api::handle(&app, &parts.method, &path, &query, &body.bytes, conn_id).await)
+    } else if path == "/internal" || path.starts_with("/internal/") {
+        Ok(crate::internal_api::handle(
+            &mut app.store(),
+            &parts.method,
+            &path,
+            &query,
+            &body.bytes,
+        ))
+    } else {
+        let request = PublicRequest {
+            method: &parts.method,
+            path: &path,
+            query: &query,
+            headers: &parts.headers,
+            body: &body,
+            peer_ip: peer.ip().to_string(),
+        };
+        public_call(&app, &request).await
+    };
+    if app.debug {
+        let status = reply
+            .as_ref()
+            .map_or_else(|_| "closed".to_owned(), |r| r.status.to_string());
+        let separator = if query.is_empty() { "" } else { "?" };
+        // A closed stderr must not take the request down with it: write errors are ignored.
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "tollgate-sim: {} {path}{separator}{query} -> {status} ({} us)",
+            parts.method,
+            started.elapsed().as_micros()
+        );
+    }
+    reply.map(Reply::into_response)
+}
+
+/// A public request with its counters, fault and log entry.
+async fn public_call(app: &App, request: &PublicRequest<'_>) -> Result<Reply, Closed> {
+    let endpoint = classify(request.method, request.path);
+    let parsed = request.params();
+    let service_id = parsed.as_ref().ok().and_then(|p| p.str("service_id"));
+    let fault = {
+        let mut monitor = app.monitor();
+        let fault = monitor.take_fault(endpoint);
+        monitor.count(endpoint, service_id, fault.is_some());
+        fault
+    };
+    let mut logged = LoggedRequest::new(
+        request.method.as_str(),
+        request.path,
+        request.query,
+        header_map(request.headers),
+        &request.body.bytes,
+    );
+    let delay = fault
+        .as_ref()
+        .and_then(|f| f.latency_ms)
+        .map(Duration::from_millis);
+    let result = match fault {
+        Some(fault) if fault.skips_work() => {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            if fault.close {
+                Err(Closed)
+            } else if let Some(status) = fault.status {
+                let reply = Reply::new(status);
+                Ok(if status >= 500 {
+                    reply.body("Internal Server Error\n")
+                } else {
+                    reply
+                })
+            } else {
+                Ok(Reply::new(200)
+                    .header("content-type", "application/vnd.3scale-v2.0+xml")
+                    .body(GARBAGE_BODY))
+            }
+        }
+        _ => {
+            // The work is done (and usage applied) before any delay, like a slow backend.
+            let reply = respond(&mut app.store(), request, &parsed);
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            Ok(reply)
+        }
+    };
+    logged.status = result.as_ref().map_or(0, |r| r.status);
+    app.monitor().log_request(logged);
+    result
+}
+
+/// Request headers as the request log shows them: lower-case names, repeated ones joined.
+fn header_map(headers: &HeaderMap) -> BTreeMap<String, String> {
+    let mut map: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        map.entry(name.as_str().to_owned())
+            .and_modify(|v| *v = format!("{v}, {value}"))
+            .or_insert(value);
+    }
+    map
+}

@@ -1,0 +1,250 @@
+//! Fault injection, on both seeds: latency (work done), forced statuses, garbage bodies, closed
+//! connections (no work done), and refusing connections for a while.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::{FIXTURES, Fixture, Sim};
+
+fn authrep(f: &Fixture) -> String {
+    f.url(
+        "authrep",
+        f.all_app,
+        f.all_key,
+        &format!("&usage%5B{}%5D=1", f.parent),
+    )
+}
+
+fn report_body(f: &Fixture) -> String {
+    format!(
+        "service_token={}&service_id={}&transactions[0][app_id]={}&transactions[0][usage][{}]=1",
+        f.token, f.service, f.all_app, f.parent
+    )
+}
+
+fn set_fault(sim: &Sim, fault: &str) {
+    let (status, v) = sim.json("PUT", "/_sim/faults", fault);
+    assert_eq!(status, 200, "{v}");
+}
+
+fn used(sim: &Sim, f: &Fixture) -> i64 {
+    sim.usage_in(f.service, f.all_app, f.parent, "eternity")
+}
+
+fn calls(sim: &Sim) -> serde_json::Value {
+    sim.json("GET", "/_sim/calls", "").1
+}
+
+#[test]
+fn latency_delays_but_does_the_work() {
+    for f in FIXTURES {
+        let sim = f.start();
+        set_fault(&sim, r#"{"endpoint":"authrep","latency_ms":300}"#);
+        let started = Instant::now();
+        let r = sim.get(&authrep(f));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(r.status, 200);
+        assert!(r.text().starts_with(support::XML_DECL));
+        assert_eq!(used(&sim, f), 1);
+        // The usage is applied before the delay: visible while the answer is still pending.
+        let addr = sim.addr.clone();
+        let target = authrep(f);
+        let pending = std::thread::spawn(move || {
+            support::send(&addr, "GET", &target, &[], None)
+                .unwrap()
+                .status
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(used(&sim, f), 2);
+        assert_eq!(pending.join().unwrap(), 200);
+        // Other endpoints are not faulted.
+        assert_eq!(
+            sim.get(&f.url("authorize", f.all_app, f.all_key, ""))
+                .status,
+            200
+        );
+        assert_eq!(calls(&sim)["total"]["faulted"], 2);
+    }
+}
+
+#[test]
+fn forced_status_does_no_work() {
+    for f in FIXTURES {
+        let sim = f.start();
+        set_fault(&sim, r#"{"endpoint":"authrep","status":503,"times":2}"#);
+        for _ in 0..2 {
+            let r = sim.get(&authrep(f));
+            assert_eq!(
+                (r.status, r.text()),
+                (503, "Internal Server Error\n".to_owned())
+            );
+        }
+        assert_eq!(used(&sim, f), 0);
+        assert_eq!(
+            sim.get(&authrep(f)).status,
+            200,
+            "the fault cleared itself after two requests"
+        );
+        assert_eq!(used(&sim, f), 1);
+
+        set_fault(&sim, r#"{"endpoint":"report","status":500}"#);
+        let r = sim.post_form("/transactions.xml", &report_body(f));
+        assert_eq!(
+            (r.status, r.text()),
+            (500, "Internal Server Error\n".to_owned())
+        );
+        assert_eq!(used(&sim, f), 1);
+        set_fault(&sim, r#"{"endpoint":"report","status":429}"#);
+        let r = sim.post_form("/transactions.xml", &report_body(f));
+        assert_eq!((r.status, r.body.len()), (429, 0));
+
+        // latency applies first, then the status.
+        set_fault(
+            &sim,
+            r#"{"endpoint":"authorize","latency_ms":200,"status":502}"#,
+        );
+        let started = Instant::now();
+        assert_eq!(
+            sim.get(&f.url("authorize", f.all_app, f.all_key, ""))
+                .status,
+            502
+        );
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        let c = calls(&sim);
+        assert_eq!(c["total"]["faulted"], 5);
+        assert_eq!(c["services"][f.service]["authrep"], 3);
+        assert_eq!(c["services"][f.service]["report"], 2);
+    }
+}
+
+#[test]
+fn garbage_bodies_do_no_work() {
+    for f in FIXTURES {
+        let sim = f.start();
+        set_fault(&sim, r#"{"endpoint":"oauth_authrep","garbage":true}"#);
+        set_fault(&sim, r#"{"endpoint":"authrep","garbage":true}"#);
+        let r = sim.get(&authrep(f));
+        assert_eq!(r.status, 200);
+        assert!(!r.text().contains('<'), "not XML: {}", r.text());
+        assert_eq!(used(&sim, f), 0);
+        let (_, listed) = sim.json("GET", "/_sim/faults", "");
+        assert_eq!(listed["faults"].as_array().unwrap().len(), 2);
+        assert_eq!(sim.json("DELETE", "/_sim/faults", "").0, 200);
+        assert_eq!(sim.get(&authrep(f)).status, 200);
+        assert_eq!(used(&sim, f), 1);
+    }
+}
+
+#[test]
+fn closed_connections_do_no_work() {
+    for f in FIXTURES {
+        let sim = f.start();
+        set_fault(&sim, r#"{"endpoint":"*","close":true}"#);
+        let err = sim.try_request("GET", &authrep(f), &[], None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
+        let err = sim
+            .try_request(
+                "POST",
+                "/transactions.xml",
+                &[("Content-Type", "application/x-www-form-urlencoded")],
+                Some(report_body(f).as_bytes()),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+            ),
+            "{err}"
+        );
+        assert_eq!(used(&sim, f), 0);
+        // /status is never faulted (readiness checks).
+        assert_eq!(sim.get("/status").status, 200);
+        // The closed requests were received: counted and logged with status 0.
+        let c = calls(&sim);
+        assert_eq!(
+            (
+                c["total"]["authrep"].as_i64(),
+                c["total"]["report"].as_i64(),
+                c["total"]["faulted"].as_i64()
+            ),
+            (Some(1), Some(1), Some(2))
+        );
+        let (_, requests) = sim.json("GET", "/_sim/requests?limit=3", "");
+        assert_eq!(requests[0]["status"], 0);
+        assert_eq!(requests[1]["status"], 0);
+        assert_eq!(requests[1]["path"], "/transactions.xml");
+        assert_eq!(requests[2]["path"], "/status");
+        // An endpoint's own fault wins over "*".
+        set_fault(&sim, r#"{"endpoint":"authrep","latency_ms":1}"#);
+        assert_eq!(sim.get(&authrep(f)).status, 200);
+    }
+}
+
+#[test]
+fn bad_fault_definitions_are_refused() {
+    let sim = Sim::start(None);
+    for bad in [
+        r#"{"endpoint":"status","close":true}"#,
+        r#"{"endpoint":"nope"}"#,
+        r#"{"endpoint":"*","status":42}"#,
+        r#"{"endpoint":"*","colse":true}"#,
+        "not json",
+        r#"{"close":true}"#,
+    ] {
+        assert_eq!(sim.json("PUT", "/_sim/faults", bad).0, 400, "{bad}");
+    }
+    assert_eq!(sim.json("POST", "/_sim/faults/refuse", "{}").0, 400);
+}
+
+#[test]
+fn refusing_connections_for_a_while() {
+    for f in FIXTURES {
+        let sim = f.start();
+        // A keep-alive connection that is open (and idle) when the outage starts.
+        let mut idle = TcpStream::connect(&sim.addr).unwrap();
+        idle.write_all(format!("GET /status HTTP/1.1\r\nHost: {}\r\n\r\n", sim.addr).as_bytes())
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = idle.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+        let (status, v) = sim.json("POST", "/_sim/faults/refuse", r#"{"for_ms":700}"#);
+        assert_eq!(status, 200, "{v}");
+        let refused_at = Instant::now();
+        let err = TcpStream::connect(&sim.addr).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
+        idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let closed = matches!(idle.read(&mut buf), Ok(0) | Err(_));
+        assert!(closed, "open connections are closed");
+
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let back = loop {
+            std::thread::sleep(Duration::from_millis(50));
+            if let Ok(r) = sim.try_request("GET", "/status", &[], None) {
+                break r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the simulator never listened again"
+            );
+        };
+        assert_eq!(back.status, 200);
+        assert!(
+            refused_at.elapsed() >= Duration::from_millis(600),
+            "not before the window ends"
+        );
+        assert_eq!(sim.get(&authrep(f)).status, 200);
+        assert_eq!(used(&sim, f), 1, "state survives the outage");
+    }
+}

@@ -6,6 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::stats::Stat;
+use crate::store::SharedStore;
 
 /// Why a callout could not even be sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +28,8 @@ pub struct CalloutResponse {
     pub body: Vec<u8>,
 }
 
-pub trait Host {
+/// Shared data (the cache, the report queue) is reached through the same host.
+pub trait Host: SharedStore {
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
     /// Sets (Some) or removes (None) a request header. Only before the request is resumed.
     fn set_request_header(&self, name: &str, value: Option<&[u8]>);

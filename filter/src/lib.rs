@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod backend;
+pub mod cache;
 pub mod category;
 pub mod config;
 pub mod credentials;
@@ -18,6 +19,7 @@ pub mod ratelimit;
 pub mod reply;
 pub mod service;
 pub mod stats;
+pub mod store;
 pub mod usage;
 pub mod verdict;
 

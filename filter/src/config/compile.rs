@@ -5,13 +5,13 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::raw::{
-    RawConfig, RawCredentials, RawDefaultCredentials, RawKind, RawLocation, RawMappingRule,
-    RawNames, RawPlanRoute, RawService, UnknownService,
+    Policy, RawCache, RawConfig, RawCredentials, RawDefaultCredentials, RawFailure, RawKind,
+    RawLocation, RawMappingRule, RawNames, RawPlanRoute, RawService, UnknownService,
 };
 use super::secret::Secret;
 use super::{
-    Backend, Config, DEFAULT_FORM_BODY_LIMIT, DEFAULT_TIMEOUT, InternalHeaders, JwtSource,
-    PlanRoute, PlanRouting, Service,
+    Backend, CacheSettings, Config, DEFAULT_FORM_BODY_LIMIT, DEFAULT_TIMEOUT, FailurePolicy,
+    InternalHeaders, JwtSource, PlanRoute, PlanRouting, Service,
 };
 use crate::backend::call::BackendAuth;
 use crate::credentials::{Credentials, Kind, Location, Names, Spec};
@@ -88,7 +88,10 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
             "at most 16 MiB (Envoy buffers the body in memory)",
         ));
     }
+    let cache = cache_settings(raw.cache.as_ref().unwrap_or(&RawCache::default()))?;
     Ok(Config {
+        cache,
+        role: raw.role.unwrap_or_default(),
         backend,
         uses_route_names: services.iter().any(|s| !s.route_names.is_empty()),
         services,
@@ -255,6 +258,7 @@ fn service(
             Ok((name, value))
         })
         .transpose()?;
+    let failure = failure_policy(raw.failure.as_ref(), &format!("{path}.failure"))?;
     let service_errors = raw.errors.unwrap_or_default();
     let replies = Replies::build(&[global_errors, &service_errors])
         .map_err(|(sub, why)| error(format!("{path}.errors.{sub}"), why))?;
@@ -276,6 +280,9 @@ fn service(
         send_plan: upstream.is_some_and(|u| u.send_plan),
         rate_limit_headers: raw.rate_limit_headers,
         replies,
+        mode: raw.mode,
+        failure,
+        report_response_codes: raw.report_response_codes.unwrap_or(true),
     })
 }
 
@@ -558,5 +565,104 @@ fn plan_route(raw: &RawPlanRoute, path: &str) -> Result<PlanRoute, ConfigError> 
     Ok(PlanRoute {
         cluster: raw.cluster.clone(),
         host: raw.host.clone(),
+    })
+}
+
+fn bounded(
+    value: Option<u64>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    path: &str,
+) -> Result<u64, ConfigError> {
+    let value = value.unwrap_or(default);
+    if !range.contains(&value) {
+        return Err(error(
+            path,
+            format!(
+                "{value} is not between {} and {}",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+fn cache_settings(raw: &RawCache) -> Result<CacheSettings, ConfigError> {
+    let slots = bounded(
+        raw.slots.map(u64::from),
+        131_072,
+        16..=4_194_304,
+        "cache.slots",
+    )?;
+    let key_prefix = raw
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| "tollgate.v1".to_string());
+    if key_prefix.is_empty() || key_prefix.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(error(
+            "cache.key_prefix",
+            "a non-empty prefix without spaces",
+        ));
+    }
+    Ok(CacheSettings {
+        slots: u32::try_from(slots).unwrap_or(u32::MAX),
+        ttl_ms: bounded(raw.ttl_seconds, 20, 1..=3600, "cache.ttl_seconds")? * 1000,
+        report_interval_ms: bounded(
+            raw.report_interval_ms,
+            1000,
+            50..=60_000,
+            "cache.report_interval_ms",
+        )?,
+        report_batch_size: usize::try_from(bounded(
+            raw.report_batch_size.map(|n| n as u64),
+            500,
+            1..=2000,
+            "cache.report_batch_size",
+        )?)
+        .unwrap_or(500),
+        key_prefix,
+    })
+}
+
+fn failure_policy(raw: Option<&RawFailure>, path: &str) -> Result<FailurePolicy, ConfigError> {
+    let default = RawFailure::default();
+    let raw = raw.unwrap_or(&default);
+    let max_staleness = bounded(
+        raw.max_staleness_seconds,
+        3600,
+        1..=7 * 86_400,
+        &format!("{path}.max_staleness_seconds"),
+    )?;
+    match (raw.policy, raw.allowed.is_empty()) {
+        (Policy::AllowListed, true) => {
+            return Err(error(
+                format!("{path}.allowed"),
+                "allow_listed needs the application ids / user keys that may pass",
+            ));
+        }
+        (Policy::Deny | Policy::AllowCached | Policy::Allow, false) => {
+            return Err(error(
+                format!("{path}.allowed"),
+                "only for the allow_listed policy",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(cluster) = &raw.fail_open_cluster {
+        if cluster.is_empty() {
+            return Err(error(
+                format!("{path}.fail_open_cluster"),
+                "an Envoy cluster name",
+            ));
+        }
+        check_header_value(cluster)
+            .map_err(|why| error(format!("{path}.fail_open_cluster"), why))?;
+    }
+    Ok(FailurePolicy {
+        policy: raw.policy,
+        max_staleness_ms: max_staleness * 1000,
+        allowed: raw.allowed.clone(),
+        fail_open_cluster: raw.fail_open_cluster.clone(),
     })
 }

@@ -20,6 +20,7 @@ use crate::mapping::MappingRules;
 use crate::reply::Replies;
 
 pub use compile::ConfigError;
+pub use raw::{Mode, Policy, Role};
 
 /// Default bound on buffered form bodies (credentials and rule conditions in POST forms).
 pub const DEFAULT_FORM_BODY_LIMIT: usize = 64 * 1024;
@@ -38,6 +39,35 @@ pub struct Config {
     pub form_body_limit: usize,
     /// Whether any service is selected by route name (so the route name is read only then).
     pub uses_route_names: bool,
+    pub cache: CacheSettings,
+    pub role: Role,
+}
+
+/// The shared authorization cache and the batched reports (docs/design.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Fixed number of hashed slots in Envoy shared data: the memory bound.
+    pub slots: u32,
+    /// How old an entry may get before a request triggers a background refresh.
+    pub ttl_ms: u64,
+    /// How often pending usage is reported.
+    pub report_interval_ms: u64,
+    /// Report as soon as this many applications have pending usage.
+    pub report_batch_size: usize,
+    /// Prefix of every shared-data key and queue name (Istio gives every plugin the same `vm_id`).
+    pub key_prefix: String,
+}
+
+/// What to do when 3scale cannot answer in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailurePolicy {
+    pub policy: Policy,
+    /// `allow_cached`: how old a cached decision may be and still stand in for 3scale.
+    pub max_staleness_ms: u64,
+    /// `allow_listed`: application ids / user keys that pass.
+    pub allowed: Vec<String>,
+    /// Where requests let through go when their plan is unknown.
+    pub fail_open_cluster: Option<String>,
 }
 
 /// Where the 3scale Service Management API is, as an Envoy cluster.
@@ -93,6 +123,10 @@ pub struct Service {
     pub send_plan: bool,
     pub rate_limit_headers: bool,
     pub replies: Replies,
+    pub mode: Mode,
+    pub failure: FailurePolicy,
+    /// Report the upstream's response code (`log[code]`) with the usage.
+    pub report_response_codes: bool,
 }
 
 /// Where `jwt_authn` left the verified token's payload (`payload_in_metadata`).

@@ -22,6 +22,66 @@ pub struct RawConfig {
     pub errors: Option<RawErrors>,
     #[serde(default)]
     pub form_body_limit_bytes: Option<usize>,
+    #[serde(default)]
+    pub cache: Option<RawCache>,
+    #[serde(default)]
+    pub role: Option<Role>,
+}
+
+/// What this instance of the module does: the HTTP filter, or the optional Envoy singleton service
+/// that flushes reports for every worker.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    Filter,
+    Reporter,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    #[serde(default)]
+    pub slots: Option<u32>,
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    #[serde(default)]
+    pub report_interval_ms: Option<u64>,
+    #[serde(default)]
+    pub report_batch_size: Option<usize>,
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Cache,
+    PerRequest,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    #[default]
+    Deny,
+    AllowCached,
+    AllowListed,
+    Allow,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailure {
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub max_staleness_seconds: Option<u64>,
+    #[serde(default)]
+    pub allowed: Vec<String>,
+    #[serde(default)]
+    pub fail_open_cluster: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +140,12 @@ pub struct RawService {
     pub rate_limit_headers: bool,
     #[serde(default)]
     pub errors: Option<RawErrors>,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub failure: Option<RawFailure>,
+    #[serde(default)]
+    pub report_response_codes: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

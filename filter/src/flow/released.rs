@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::host::{CalloutResponse, DispatchError, Host};
 use crate::stats::Stat;
+use crate::store::{SharedStore, StoreError};
 
 /// The request headers a decision may read, copied while they were still readable.
 #[derive(Debug, Default)]
@@ -115,5 +116,23 @@ impl<H: Host> Host for Released<'_, H> {
 
     fn count(&self, stat: Stat) {
         self.host.count(stat);
+    }
+}
+
+impl<H: Host> SharedStore for Released<'_, H> {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.host.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        self.host.set(key, value, cas)
+    }
+
+    fn enqueue(&self, value: &[u8]) -> Result<(), StoreError> {
+        self.host.enqueue(value)
+    }
+
+    fn dequeue(&self) -> Option<Vec<u8>> {
+        self.host.dequeue()
     }
 }

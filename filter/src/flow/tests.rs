@@ -10,6 +10,8 @@ use crate::category::Category;
 use crate::config::Config;
 use crate::host::{Action, CalloutResponse, DispatchError, Host};
 use crate::stats::Stat;
+use crate::store::memory::MemoryStore;
+use crate::store::{SharedStore, StoreError};
 
 /// A local reply: status, headers, body.
 type Reply = (u16, Vec<(String, String)>, String);
@@ -28,6 +30,7 @@ struct FakeHost {
     stats: RefCell<Vec<Stat>>,
     response_headers: RefCell<Vec<(String, String)>>,
     filter_state: RefCell<Vec<(String, String)>>,
+    store: MemoryStore,
 }
 
 impl FakeHost {
@@ -87,6 +90,21 @@ impl FakeHost {
         let calls = self.dispatched.borrow();
         let call = calls.last().unwrap();
         call.iter().find(|(n, _)| n == ":path").unwrap().1.clone()
+    }
+}
+
+impl SharedStore for FakeHost {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.store.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        self.store.set(key, value, cas)
+    }
+    fn enqueue(&self, value: &[u8]) -> Result<(), StoreError> {
+        self.store.enqueue(value)
+    }
+    fn dequeue(&self) -> Option<Vec<u8>> {
+        self.store.dequeue()
     }
 }
 

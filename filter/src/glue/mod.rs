@@ -3,6 +3,7 @@
 
 mod ffi;
 mod host;
+mod store;
 
 use std::rc::Rc;
 

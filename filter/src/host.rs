@@ -55,7 +55,18 @@ pub trait Host: SharedStore {
     /// Makes Envoy pick the route again after routing headers changed.
     fn clear_route_cache(&self);
     fn now(&self) -> SystemTime;
-    fn count(&self, stat: Stat);
+    /// Adds `n` to a counter.
+    fn add(&self, stat: Stat, n: u64);
+
+    fn count(&self, stat: Stat) {
+        self.add(stat, 1);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
 }
 
 /// What Envoy should do with the request after a callback.

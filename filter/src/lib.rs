@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod backend;
+pub mod background;
 pub mod cache;
 pub mod category;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod mapping;
 pub mod mask;
 pub mod ratelimit;
 pub mod reply;
+pub mod report;
 pub mod service;
 pub mod stats;
 pub mod store;

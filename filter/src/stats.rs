@@ -2,7 +2,7 @@
 
 use crate::category::Category;
 
-/// A counter. The glue defines one Envoy metric per variant at configuration time.
+/// A counter. The glue defines one Envoy metric per stat at configuration time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stat {
     /// Requests let through to the upstream.
@@ -15,46 +15,82 @@ pub enum Stat {
     BackendCalls,
     BackendErrors,
     BackendDispatchFailures,
+    /// Cache: decided locally / asked 3scale first / decided on an entry older than the refresh
+    /// interval / background refreshes sent / could not be cached (every probed slot still had
+    /// usage to report).
+    CacheHits,
+    CacheMisses,
+    CacheStale,
+    CacheRefreshes,
+    CacheUncachable,
+    /// Let through by a failure policy while 3scale could not answer.
+    FailOpen,
+    /// Reports: calls sent, and usage units by outcome.
+    ReportCalls,
+    ReportedUnits,
+    RetriedUnits,
+    DroppedUnits,
+    UncertainUnits,
 }
 
+/// Every stat but the per-category denials, in index order after them.
+const COUNTERS: [(Stat, &str); 16] = [
+    (Stat::Allowed, "allowed"),
+    (Stat::Unmatched, "unmatched"),
+    (Stat::BackendCalls, "backend.calls"),
+    (Stat::BackendErrors, "backend.errors"),
+    (Stat::BackendDispatchFailures, "backend.dispatch_failures"),
+    (Stat::CacheHits, "cache.hits"),
+    (Stat::CacheMisses, "cache.misses"),
+    (Stat::CacheStale, "cache.stale"),
+    (Stat::CacheRefreshes, "cache.refreshes"),
+    (Stat::CacheUncachable, "cache.uncachable"),
+    (Stat::FailOpen, "failure_policy.allowed"),
+    (Stat::ReportCalls, "reports.calls"),
+    (Stat::ReportedUnits, "reports.sent"),
+    (Stat::RetriedUnits, "reports.retried"),
+    (Stat::DroppedUnits, "reports.dropped"),
+    (Stat::UncertainUnits, "reports.uncertain"),
+];
+
 impl Stat {
-    /// Every stat, in a fixed order (the glue's metric table follows it).
+    /// Every stat, in [`Stat::index`] order.
     pub fn all() -> Vec<Stat> {
-        let mut all = vec![Stat::Allowed, Stat::Unmatched];
-        all.extend(Category::ALL.into_iter().map(Stat::Denied));
-        all.extend([
-            Stat::BackendCalls,
-            Stat::BackendErrors,
-            Stat::BackendDispatchFailures,
-        ]);
-        all
+        let denied = Category::ALL.into_iter().map(Stat::Denied);
+        denied
+            .chain(Self::counters().map(|(stat, _)| stat))
+            .collect()
+    }
+
+    fn counters() -> impl Iterator<Item = (Stat, &'static str)> {
+        COUNTERS.into_iter()
     }
 
     pub fn name(self) -> String {
         match self {
-            Stat::Allowed => "tollgate.allowed".to_string(),
             Stat::Denied(category) => format!("tollgate.denied.{}", category.code()),
-            Stat::Unmatched => "tollgate.unmatched".to_string(),
-            Stat::BackendCalls => "tollgate.backend.calls".to_string(),
-            Stat::BackendErrors => "tollgate.backend.errors".to_string(),
-            Stat::BackendDispatchFailures => "tollgate.backend.dispatch_failures".to_string(),
+            other => {
+                let name = Self::counters()
+                    .find(|(stat, _)| *stat == other)
+                    .map_or("", |(_, n)| n);
+                format!("tollgate.{name}")
+            }
         }
     }
 
     /// Position in [`Stat::all`].
     pub fn index(self) -> usize {
         match self {
-            Stat::Allowed => 0,
-            Stat::Unmatched => 1,
-            Stat::Denied(category) => {
-                2 + Category::ALL
-                    .iter()
-                    .position(|c| *c == category)
-                    .unwrap_or(0)
+            Stat::Denied(category) => Category::ALL
+                .iter()
+                .position(|c| *c == category)
+                .unwrap_or(0),
+            other => {
+                Category::ALL.len()
+                    + Self::counters()
+                        .position(|(stat, _)| stat == other)
+                        .unwrap_or(0)
             }
-            Stat::BackendCalls => 2 + Category::ALL.len(),
-            Stat::BackendErrors => 3 + Category::ALL.len(),
-            Stat::BackendDispatchFailures => 4 + Category::ALL.len(),
         }
     }
 }
@@ -64,9 +100,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn indexes_follow_the_order_of_all() {
-        for (i, stat) in Stat::all().into_iter().enumerate() {
+    fn indexes_follow_the_order_of_all_and_names_are_unique() {
+        let all = Stat::all();
+        for (i, stat) in all.iter().enumerate() {
             assert_eq!(stat.index(), i, "{stat:?}");
         }
+        let mut names: Vec<String> = all.iter().map(|s| s.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all.len());
+        assert_eq!(Stat::UncertainUnits.name(), "tollgate.reports.uncertain");
     }
 }

@@ -54,6 +54,29 @@ fn push_field(key: &mut String, tag: char, value: &str) {
     key.push_str(value);
 }
 
+/// What a key names, read back (the report flush only has the stored key): the service id and
+/// the application as 3scale reports identify it (`app_id`, or `user_key`; never the app key).
+pub fn parse_key(key: &str) -> Option<(&str, Credentials)> {
+    let mut rest = key;
+    let mut field = |tag: char| -> Option<&str> {
+        let after_tag = rest.strip_prefix(tag)?;
+        let (len, after_len) = after_tag.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        let value = after_len.get(..len)?;
+        rest = after_len.get(len..)?;
+        Some(value)
+    };
+    let service = field('s')?;
+    let application = match field('u') {
+        Some(user_key) => Credentials::UserKey(user_key.to_string()),
+        None => Credentials::AppId {
+            app_id: field('a')?.to_string(),
+            app_key: None,
+        },
+    };
+    Some((service, application))
+}
+
 /// The slot of `key` at probe `probe` among `slots` slots: `(hash(key) + probe) % slots`.
 ///
 /// The hash is FNV-1a (64 bits) followed by a avalanche finalizer, so the low bits a modulo keeps
@@ -104,6 +127,16 @@ mod tests {
             "s2:42a2:idk3:keyr11:example.com"
         );
         assert_eq!(cache_key("", &app("", None), Some("")), "s0:a0:r0:");
+    }
+
+    #[test]
+    fn keys_read_back_to_service_and_application() {
+        let key = cache_key("s:1", &app("a2:x", Some("k")), Some("r"));
+        assert_eq!(parse_key(&key), Some(("s:1", app("a2:x", None))));
+        let key = cache_key("42", &user("u5:abc"), None);
+        assert_eq!(parse_key(&key), Some(("42", user("u5:abc"))));
+        assert_eq!(parse_key("s9:short"), None);
+        assert_eq!(parse_key("x"), None);
     }
 
     #[test]

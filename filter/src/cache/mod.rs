@@ -55,6 +55,6 @@ pub use entry::{
     Admission, Answer, Entry, MAX_ANSWER_BYTES, MAX_KEY_BYTES, MAX_LINKS, MAX_REASON_BYTES,
     MAX_REPORTS,
 };
-pub use key::{PROBES, cache_key, slot};
+pub use key::{PROBES, cache_key, parse_key, slot};
 pub use period::period_end_after;
 pub use unreported::{Batch, MAX_BATCHES, MAX_CODES, REQUESTS, Tally, Transaction, Transactions};

@@ -3,15 +3,17 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use super::forward::Allow;
 use super::forward::unix_now;
 use super::refuse::Denial;
 use super::released::HeaderSnapshot;
 use super::source::{RequestSource, Route};
-use super::{Decided, Flow, RequestInfo, Stage};
+use super::{Decided, Flow, Purpose, Report, RequestInfo, Stage};
 use crate::args::{Args, split_path};
 use crate::backend::answer::AuthStatus;
 use crate::backend::call::{AuthCall, Endpoint, options};
 use crate::category::Category;
+use crate::config::{Backend, Mode};
 use crate::credentials::{Extracted, Location, extract};
 use crate::host::{Action, CalloutResponse, DispatchError, Host};
 use crate::mask::mask;
@@ -98,6 +100,11 @@ impl Flow {
         if matched.rules.is_empty() {
             return self.refuse(host, &info, Category::NoMatch, None);
         }
+        let referrer = if service.referrer {
+            referrer(host)
+        } else {
+            None
+        };
         let decided = Decided {
             info,
             credentials,
@@ -105,47 +112,48 @@ impl Flow {
             usage: matched.usage,
             matched_rules: matched.rules,
             form_body,
+            referrer,
+            purpose: Purpose::Authrep,
         };
-        self.authorize(host, decided)
+        match service.mode {
+            Mode::Cache => self.authorize_cached(host, decided),
+            Mode::PerRequest if service.report_response_codes => {
+                self.ask(host, decided, Purpose::Authorize)
+            }
+            Mode::PerRequest => self.ask(host, decided, Purpose::Authrep),
+        }
     }
 
-    /// Asks 3scale with one `authrep` (the cache will answer here first).
-    fn authorize(&mut self, host: &impl Host, decided: Decided) -> Action {
+    /// Asks 3scale about this request and waits: `authrep` (per request), or `authorize` with the
+    /// request's usage (per request with response codes, or to fill the cache).
+    pub(super) fn ask(
+        &mut self,
+        host: &impl Host,
+        mut decided: Decided,
+        purpose: Purpose,
+    ) -> Action {
         let service = Rc::clone(&decided.info.service);
-        let referrer = if service.referrer {
-            referrer(host)
-        } else {
-            None
+        let endpoint = match purpose {
+            Purpose::Authrep => Endpoint::Authrep,
+            Purpose::Authorize | Purpose::Fill { .. } => Endpoint::Authorize,
         };
         let call = AuthCall {
-            endpoint: Endpoint::Authrep,
+            endpoint,
             auth: &service.auth,
             service_id: &service.id,
             credentials: &decided.credentials,
             usage: &decided.usage,
-            referrer: referrer.as_deref(),
+            referrer: decided.referrer.as_deref(),
             log_code: None,
         };
-        let backend = &self.config.backend;
-        let path = call.path(&backend.path_prefix);
-        let headers = [
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", backend.authority.as_str()),
-            ("3scale-options", options(true)),
-            ("user-agent", USER_AGENT),
-        ];
-        match host.dispatch(&backend.cluster, &headers, None, backend.timeout) {
-            Ok(_token) => {
-                host.count(Stat::BackendCalls);
+        let path = call.path(&self.config.backend.path_prefix);
+        decided.purpose = purpose;
+        match dispatch_get(host, &self.config.backend, &path) {
+            Ok(()) => {
                 self.stage = Stage::WaitingForBackend(Box::new(decided));
                 Action::Pause
             }
-            Err(error) => {
-                host.count(Stat::BackendDispatchFailures);
-                log_dispatch_failure(&backend.cluster, error);
-                self.refuse(host, &decided.info, Category::BackendMisconfigured, None)
-            }
+            Err(()) => self.refuse(host, &decided.info, Category::BackendMisconfigured, None),
         }
     }
 
@@ -166,8 +174,29 @@ impl Flow {
             now: unix_now(host),
         };
         let service_id = decided.info.service.id.clone();
-        match classify(&backend_response, &decided.usage) {
-            Verdict::Authorized { status, limits } => self.forward(host, decided, status, limits),
+        let verdict = classify(&backend_response, &decided.usage);
+        if let Purpose::Fill { key } = &decided.purpose {
+            let key = key.clone();
+            return self.conclude_fill(host, decided, &key, verdict);
+        }
+        match verdict {
+            Verdict::Authorized { status, limits } => {
+                let mut allow = Allow::from_answer(
+                    &decided.info.service,
+                    &status,
+                    limits.as_ref(),
+                    &decided.usage,
+                    unix_now(host),
+                );
+                if matches!(decided.purpose, Purpose::Authorize) {
+                    allow.report = Some(Report::Single {
+                        service: Rc::clone(&decided.info.service),
+                        application: decided.credentials.clone(),
+                        usage: decided.usage.clone(),
+                    });
+                }
+                self.forward(host, decided, allow)
+            }
             Verdict::Denied {
                 category,
                 reason,
@@ -199,7 +228,7 @@ impl Flow {
             Verdict::Unavailable { detail } => {
                 host.count(Stat::BackendErrors);
                 log::warn!("tollgate: service {service_id}: 3scale unavailable: {detail}");
-                self.refuse(host, &decided.info, Category::BackendUnavailable, None)
+                self.fail(host, decided, None)
             }
             Verdict::Misconfigured { code, detail } => {
                 host.count(Stat::BackendErrors);
@@ -314,6 +343,28 @@ pub(super) fn describe(credentials: &crate::credentials::Credentials) -> String 
             app_id,
             app_key: None,
         } => format!("app_id={app_id}"),
+    }
+}
+
+/// Sends a GET to 3scale; Err when Envoy refused the callout (logged, counted).
+pub(super) fn dispatch_get(host: &impl Host, backend: &Backend, path: &str) -> Result<(), ()> {
+    let headers = [
+        (":method", "GET"),
+        (":path", path),
+        (":authority", backend.authority.as_str()),
+        ("3scale-options", options(true)),
+        ("user-agent", USER_AGENT),
+    ];
+    match host.dispatch(&backend.cluster, &headers, None, backend.timeout) {
+        Ok(_token) => {
+            host.count(Stat::BackendCalls);
+            Ok(())
+        }
+        Err(error) => {
+            host.count(Stat::BackendDispatchFailures);
+            log_dispatch_failure(&backend.cluster, error);
+            Err(())
+        }
     }
 }
 

@@ -3,33 +3,71 @@
 
 use std::rc::Rc;
 
-use super::{DebugInfo, Decided, Flow, Forwarded, Stage};
+use super::{DebugInfo, Decided, Flow, Forwarded, Report, Stage};
 use crate::args::{remove_params, split_path};
 use crate::backend::answer::AuthStatus;
 use crate::category::Category;
+use crate::config::Service;
 use crate::credentials::{Credentials, Location};
 use crate::host::{Action, Host};
 use crate::ratelimit::{RateLimit, from_limit_headers, most_constraining};
 use crate::stats::Stat;
 use crate::verdict::LimitHeaders;
 
+/// How an allowed request goes on: its plan, what to tell the client, and how its usage is reported.
+pub(super) struct Allow {
+    pub plan: Option<String>,
+    pub rate_limit: Option<RateLimit>,
+    pub report: Option<Report>,
+    /// Let through by a failure policy: an unknown plan goes to the fail-open cluster.
+    pub fail_open: bool,
+}
+
+impl Allow {
+    /// An authrep/authorize answer: the plan and, when wanted, RateLimit headers from 3scale's
+    /// limit headers (else computed from the usage reports).
+    pub(super) fn from_answer(
+        service: &Service,
+        status: &AuthStatus,
+        limits: Option<&LimitHeaders>,
+        usage: &crate::usage::Usage,
+        now: u64,
+    ) -> Allow {
+        let rate_limit = if service.rate_limit_headers {
+            limits
+                .and_then(from_limit_headers)
+                .or_else(|| most_constraining(&status.usage_reports, &status.hierarchy, usage, now))
+        } else {
+            None
+        };
+        Allow {
+            plan: status.plan.clone(),
+            rate_limit,
+            report: None,
+            fail_open: false,
+        }
+    }
+}
+
 impl Flow {
-    pub(super) fn forward(
-        &mut self,
-        host: &impl Host,
-        decided: Decided,
-        status: AuthStatus,
-        limits: Option<LimitHeaders>,
-    ) -> Action {
+    pub(super) fn forward(&mut self, host: &impl Host, decided: Decided, allow: Allow) -> Action {
         let service = Rc::clone(&decided.info.service);
-        let plan = status.plan.as_deref();
+        let plan = allow.plan.as_deref();
         let headers = &self.config.headers;
         let debug = decided
             .info
             .debug
-            .then(|| DebugInfo::new(&decided, status.plan.clone()));
+            .then(|| DebugInfo::new(&decided, allow.plan.clone()));
         if let Some(routing) = &service.routing {
-            let Some(route) = routing.route(plan) else {
+            let fail_open = allow
+                .fail_open
+                .then(|| service.failure.fail_open_cluster.as_ref())
+                .flatten();
+            let cluster = routing
+                .route(plan)
+                .map(|route| (route.cluster.as_str(), route.host.as_deref()))
+                .or_else(|| fail_open.map(|cluster| (cluster.as_str(), None)));
+            let Some((cluster, upstream_host)) = cluster else {
                 log::debug!(
                     "tollgate: service {}: no cluster for plan {plan:?}",
                     service.id
@@ -42,9 +80,9 @@ impl Flow {
                     debug,
                 );
             };
-            host.set_request_header(&headers.cluster, Some(route.cluster.as_bytes()));
-            host.set_filter_state("tollgate.cluster", route.cluster.as_bytes());
-            if let Some(upstream_host) = &route.host {
+            host.set_request_header(&headers.cluster, Some(cluster.as_bytes()));
+            host.set_filter_state("tollgate.cluster", cluster.as_bytes());
+            if let Some(upstream_host) = upstream_host {
                 host.set_request_header(&headers.host, Some(upstream_host.as_bytes()));
             }
         }
@@ -76,19 +114,15 @@ impl Flow {
         }
         host.count(Stat::Allowed);
         let rate_limit = if service.rate_limit_headers {
-            limits.as_ref().and_then(from_limit_headers).or_else(|| {
-                let now = unix_now(host);
-                most_constraining(
-                    &status.usage_reports,
-                    &status.hierarchy,
-                    &decided.usage,
-                    now,
-                )
-            })
+            allow.rate_limit
         } else {
             None
         };
-        self.stage = Stage::Forwarded(Box::new(Forwarded { rate_limit, debug }));
+        self.stage = Stage::Forwarded(Box::new(Forwarded {
+            rate_limit,
+            debug,
+            report: allow.report,
+        }));
         Action::Continue
     }
 }

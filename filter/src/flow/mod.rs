@@ -5,6 +5,7 @@
 //! headers). The decision core does not care where an authorization comes from: today a callout,
 //! tomorrow the cache.
 
+mod cached;
 mod debug;
 mod decide;
 mod forward;
@@ -60,12 +61,42 @@ struct Decided {
     matched_rules: Vec<usize>,
     /// The buffered form body, kept to strip credentials from it.
     form_body: Option<Vec<u8>>,
+    referrer: Option<String>,
+    purpose: Purpose,
 }
 
 /// What the response phase still needs to know about an allowed request.
 struct Forwarded {
     rate_limit: Option<RateLimit>,
     debug: Option<DebugInfo>,
+    report: Option<Report>,
+}
+
+/// How an allowed request's usage (and the upstream's response code) reaches 3scale after the
+/// response.
+enum Report {
+    /// Its usage is pending in this cache slot; the response code joins it.
+    Cached {
+        slot: u32,
+        key: String,
+        usage: Usage,
+    },
+    /// `per_request` mode with response codes: one report of its own.
+    Single {
+        service: Rc<Service>,
+        application: Credentials,
+        usage: Usage,
+    },
+}
+
+/// Why a request waits for 3scale.
+enum Purpose {
+    /// `per_request` mode: authrep (usage reported by the call itself).
+    Authrep,
+    /// `per_request` mode with response codes: authorize now, report after the response.
+    Authorize,
+    /// `cache` mode: authorize to fill (or refresh) the entry of this key.
+    Fill { key: String },
 }
 
 impl Flow {
@@ -139,6 +170,41 @@ impl Flow {
         };
         if action == Action::Continue {
             host.resume_request();
+        }
+    }
+
+    /// The stream ended: the response code (if a response came) joins the usage to report.
+    pub fn on_log(&mut self, host: &impl Host) {
+        let Stage::Forwarded(forwarded) = &mut self.stage else {
+            return;
+        };
+        let Some(report) = forwarded.report.take() else {
+            return;
+        };
+        let code = host
+            .response_header(":status")
+            .and_then(|status| std::str::from_utf8(&status).ok()?.parse::<u16>().ok());
+        match report {
+            Report::Cached { slot, key, usage } => {
+                let Some(code) = code else { return };
+                let slots = crate::cache::slots::Slots {
+                    store: host,
+                    prefix: &self.config.cache.key_prefix,
+                    count: self.config.cache.slots,
+                };
+                let _ = slots.update_slot(slot, &key, |entry| {
+                    entry.record_code(&usage, code);
+                    ((), true)
+                });
+            }
+            Report::Single {
+                service,
+                application,
+                usage,
+            } => {
+                let code = code.filter(|_| service.report_response_codes);
+                crate::background::send_report(service, application, &usage, code);
+            }
         }
     }
 

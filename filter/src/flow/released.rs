@@ -114,8 +114,8 @@ impl<H: Host> Host for Released<'_, H> {
         self.host.now()
     }
 
-    fn count(&self, stat: Stat) {
-        self.host.count(stat);
+    fn add(&self, stat: Stat, n: u64) {
+        self.host.add(stat, n);
     }
 }
 

@@ -190,8 +190,10 @@ impl Host for FakeHost {
     fn now(&self) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000)
     }
-    fn count(&self, stat: Stat) {
-        self.stats.borrow_mut().push(stat);
+    fn add(&self, stat: Stat, n: u64) {
+        for _ in 0..n {
+            self.stats.borrow_mut().push(stat);
+        }
     }
 }
 
@@ -207,7 +209,9 @@ const CONFIG: &str = r#"{
       {"method": "POST", "pattern": "/items", "metric": "create_item", "delta": 2}
     ],
     "plans": {"routes": {"Sandbox": {"cluster": "staging", "host": "sandbox.internal"}}},
-    "upstream": {"send_plan": true}
+    "upstream": {"send_plan": true},
+    "mode": "per_request",
+    "report_response_codes": false
   }]
 }"#;
 

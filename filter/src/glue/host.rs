@@ -153,10 +153,14 @@ impl Host for ProxyHost {
         hostcalls::get_current_time().unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
-    fn count(&self, stat: Stat) {
+    fn add(&self, stat: Stat, n: u64) {
+        let Ok(n) = i64::try_from(n) else { return };
+        if n == 0 {
+            return;
+        }
         METRICS.with(|metrics| {
             if let Some(id) = metrics.borrow().get(stat.index()) {
-                let _ = hostcalls::increment_metric(*id, 1);
+                let _ = hostcalls::increment_metric(*id, n);
             }
         });
     }

@@ -6,10 +6,12 @@ mod host;
 mod store;
 
 use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as ProxyAction, ContextType, LogLevel};
 
+use crate::background::Background;
 use crate::config::Config;
 use crate::flow::Flow;
 use crate::host::{Action, Host};
@@ -17,14 +19,30 @@ use host::ProxyHost;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { config: None }) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
+        Box::new(Root { id, config: None, background: None })
+    });
 }}
 
 struct Root {
+    id: u32,
     config: Option<Rc<Config>>,
+    background: Option<Background>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        if let Some(background) = &mut self.background {
+            background.on_response(&ProxyHost, token, body_size);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -33,8 +51,20 @@ impl RootContext for Root {
         match Config::load(&json, &|name| std::env::var(name).ok()) {
             Ok(config) => {
                 host::define_metrics();
-                log::info!("tollgate: configured {} service(s)", config.services.len());
-                self.config = Some(Rc::new(config));
+                store::register_queue(&format!("{}.dirty", config.cache.key_prefix));
+                let config = Rc::new(config);
+                let background = Background::new(Rc::clone(&config), vm_nonce(self.id));
+                let period = Duration::from_millis(background.tick_period_ms());
+                if let Err(status) = proxy_wasm::hostcalls::set_tick_period(period) {
+                    log::error!("tollgate: no tick ({status:?}): reports and refreshes cannot run");
+                }
+                log::info!(
+                    "tollgate: configured {} service(s) ({:?})",
+                    config.services.len(),
+                    config.role
+                );
+                self.background = Some(background);
+                self.config = Some(config);
                 true
             }
             Err(error) => {
@@ -53,6 +83,21 @@ impl RootContext for Root {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+
+    fn on_tick(&mut self) {
+        if let Some(background) = &mut self.background {
+            background.tick(&ProxyHost);
+        }
+    }
+}
+
+/// Distinguishes this VM's report batches from other VMs' (workers, reloads).
+fn vm_nonce(root_id: u32) -> u32 {
+    let nanos = ProxyHost
+        .now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos ^ root_id.rotate_left(16)
 }
 
 /// Debug lines are not even formatted unless Envoy would print them.
@@ -101,6 +146,12 @@ impl HttpContext for Request {
         match &mut self.flow {
             Some(flow) => action(flow.on_request_body(&ProxyHost, body_size, end_of_stream)),
             None => ProxyAction::Continue,
+        }
+    }
+
+    fn on_log(&mut self) {
+        if let Some(flow) = &mut self.flow {
+            flow.on_log(&ProxyHost);
         }
     }
 

@@ -1,0 +1,430 @@
+//! `cache` mode: decide from the shared cache entry, fill it from 3scale on a miss, refresh it in
+//! the background when stale, and apply the failure policy when 3scale cannot answer.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use super::forward::{Allow, unix_now};
+use super::refuse::Denial;
+use super::{Decided, Flow, Purpose, Report};
+use crate::background::{RefreshJob, request_refresh};
+use crate::cache::slots::{Found, Slots};
+use crate::cache::{Admission, Answer, Entry, cache_key};
+use crate::category::Category;
+use crate::config::{Policy, Service};
+use crate::credentials::Credentials;
+use crate::host::{Action, Host};
+use crate::report::mark_dirty;
+use crate::stats::Stat;
+use crate::usage::Usage;
+use crate::verdict::Verdict;
+
+thread_local! {
+    /// `service id \0 metric` pairs 3scale accepted in an authorize with usage. A request using any
+    /// other metric asks 3scale first, so a mapping rule naming an unknown metric is caught
+    /// (`metric_invalid`) instead of voiding a report later.
+    static KNOWN_METRICS: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+}
+
+fn metric_key(service: &Service, metric: &str) -> String {
+    format!("{}\0{metric}", service.id)
+}
+
+fn knows_metrics(service: &Service, usage: &Usage) -> bool {
+    KNOWN_METRICS.with(|known| {
+        let known = known.borrow();
+        usage
+            .iter()
+            .all(|(metric, _)| known.contains(&metric_key(service, metric)))
+    })
+}
+
+fn learn_metrics(service: &Service, usage: &Usage) {
+    KNOWN_METRICS.with(|known| {
+        let mut known = known.borrow_mut();
+        for (metric, _) in usage.iter() {
+            known.insert(metric_key(service, metric));
+        }
+    });
+}
+
+/// What the entry said about one request.
+enum Lookup {
+    Decided {
+        admission: Admission,
+        stale: bool,
+        refresh: bool,
+        newly_dirty: bool,
+    },
+    /// Too old for the service's horizon, or 3scale never answered for it: ask 3scale.
+    TooOld,
+}
+
+impl Flow {
+    fn slots<'a, H: Host>(&'a self, host: &'a H) -> Slots<'a, H> {
+        Slots {
+            store: host,
+            prefix: &self.config.cache.key_prefix,
+            count: self.config.cache.slots,
+        }
+    }
+
+    /// How old an entry may be and still decide without asking 3scale first.
+    fn horizon_ms(&self, service: &Service) -> u64 {
+        match service.failure.policy {
+            Policy::AllowCached => service
+                .failure
+                .max_staleness_ms
+                .max(self.config.cache.ttl_ms),
+            Policy::Deny | Policy::AllowListed | Policy::Allow => {
+                self.config.cache.ttl_ms.saturating_mul(2)
+            }
+        }
+    }
+
+    pub(super) fn authorize_cached(&mut self, host: &impl Host, decided: Decided) -> Action {
+        let service = Rc::clone(&decided.info.service);
+        let key = cache_key(
+            &service.id,
+            &decided.credentials,
+            decided.referrer.as_deref(),
+        );
+        if !knows_metrics(&service, &decided.usage) {
+            host.count(Stat::CacheMisses);
+            return self.ask(host, decided, Purpose::Fill { key });
+        }
+        let now_ms = host.now_ms();
+        let ttl = self.config.cache.ttl_ms;
+        let horizon = self.horizon_ms(&service);
+        let stuck_after = self.config.backend.timeout.as_millis() as u64 * 2 + 1000;
+        let found = self.slots(host).update(&key, |entry| {
+            let age = entry.age_ms(now_ms);
+            if age > horizon || entry.answer == Answer::Unknown {
+                return (Lookup::TooOld, false);
+            }
+            let admission = entry.admit(&decided.usage, now_ms / 1000);
+            let stale = age > ttl;
+            let refresh = stale && entry.claim_refresh(now_ms, stuck_after);
+            let newly_dirty = !entry.dirty && entry.has_pending();
+            entry.dirty |= newly_dirty;
+            let changed = matches!(admission, Admission::Allowed { .. }) || refresh;
+            (
+                Lookup::Decided {
+                    admission,
+                    stale,
+                    refresh,
+                    newly_dirty,
+                },
+                changed,
+            )
+        });
+        match found {
+            Found::Entry {
+                slot,
+                result:
+                    Lookup::Decided {
+                        admission,
+                        stale,
+                        refresh,
+                        newly_dirty,
+                    },
+            } => {
+                host.count(Stat::CacheHits);
+                if stale {
+                    host.count(Stat::CacheStale);
+                }
+                if newly_dirty {
+                    mark_dirty(host, &self.config.cache.key_prefix, slot);
+                }
+                if refresh {
+                    request_refresh(RefreshJob {
+                        service: Rc::clone(&service),
+                        key: key.clone(),
+                        credentials: decided.credentials.clone(),
+                        referrer: decided.referrer.clone(),
+                    });
+                }
+                self.admitted(host, decided, admission, Some((slot, key)))
+            }
+            Found::Entry {
+                result: Lookup::TooOld,
+                ..
+            }
+            | Found::Missing => {
+                host.count(Stat::CacheMisses);
+                self.ask(host, decided, Purpose::Fill { key })
+            }
+            Found::Busy => {
+                // Other workers keep writing this entry: this request is decided by 3scale alone.
+                host.count(Stat::CacheUncachable);
+                self.ask(host, decided, Purpose::Authrep)
+            }
+        }
+    }
+
+    /// A local decision: forward with the plan, or refuse with the limit's category.
+    fn admitted(
+        &mut self,
+        host: &impl Host,
+        decided: Decided,
+        admission: Admission,
+        slot: Option<(u32, String)>,
+    ) -> Action {
+        match admission {
+            Admission::Allowed { plan, rate_limit } => {
+                let codes = decided.info.service.report_response_codes;
+                let report = slot.filter(|_| codes).map(|(slot, key)| Report::Cached {
+                    slot,
+                    key,
+                    usage: decided.usage.clone(),
+                });
+                self.forward(
+                    host,
+                    decided,
+                    Allow {
+                        plan,
+                        rate_limit,
+                        report,
+                        fail_open: false,
+                    },
+                )
+            }
+            Admission::Refused {
+                category,
+                retry_after,
+                rate_limit,
+                plan,
+            } => {
+                let debug = decided
+                    .info
+                    .debug
+                    .then(|| super::DebugInfo::new(&decided, plan));
+                let denial = Denial {
+                    retry_after,
+                    rate_limit: (category == Category::LimitsExceeded)
+                        .then_some(rate_limit)
+                        .flatten(),
+                };
+                self.refuse_with(host, &decided.info, category, Some(denial), debug)
+            }
+        }
+    }
+
+    /// 3scale answered the authorize that fills (or refreshes) `key`'s entry.
+    pub(super) fn conclude_fill(
+        &mut self,
+        host: &impl Host,
+        decided: Decided,
+        key: &str,
+        verdict: Verdict,
+    ) -> Action {
+        let service = Rc::clone(&decided.info.service);
+        let Some((answer, status)) = Answer::from_verdict(&verdict) else {
+            return match verdict {
+                Verdict::Misconfigured { code, detail } => {
+                    host.count(Stat::BackendErrors);
+                    log::error!(
+                        "tollgate: service {}: 3scale refused the gateway's own call ({code}): {detail}; \
+                         check service_id, service_token/provider_key and the metrics of the mapping rules",
+                        service.id
+                    );
+                    self.refuse(host, &decided.info, Category::BackendMisconfigured, None)
+                }
+                _ => {
+                    host.count(Stat::BackendErrors);
+                    log::warn!(
+                        "tollgate: service {}: 3scale unavailable for a cache fill",
+                        service.id
+                    );
+                    self.fail(host, decided, Some(key))
+                }
+            };
+        };
+        if answer.confirmed() {
+            learn_metrics(&service, &decided.usage);
+        }
+        let now_ms = host.now_ms();
+        let Some(fresh) = Entry::new(key.to_string(), answer.clone(), status, now_ms) else {
+            return self.decide_uncached(host, decided, &verdict);
+        };
+        let slots = self.slots(host);
+        let placed = slots.place(&fresh, |existing| {
+            existing.refresh(answer.clone(), status, now_ms);
+        });
+        if placed.is_none() {
+            return self.decide_uncached(host, decided, &verdict);
+        }
+        let usage = decided.usage.clone();
+        let found = slots.update(key, |entry| {
+            let admission = entry.admit(&usage, now_ms / 1000);
+            let newly_dirty = !entry.dirty && entry.has_pending();
+            entry.dirty |= newly_dirty;
+            ((admission, newly_dirty), true)
+        });
+        match found {
+            Found::Entry {
+                slot,
+                result: (admission, newly_dirty),
+            } => {
+                if newly_dirty {
+                    mark_dirty(host, &self.config.cache.key_prefix, slot);
+                }
+                self.admitted(host, decided, admission, Some((slot, key.to_string())))
+            }
+            Found::Missing | Found::Busy => self.decide_uncached(host, decided, &verdict),
+        }
+    }
+
+    /// The cache could not hold this application (every probed slot still has usage to report):
+    /// decide from 3scale's answer and report this request on its own.
+    fn decide_uncached(&mut self, host: &impl Host, decided: Decided, verdict: &Verdict) -> Action {
+        host.count(Stat::CacheUncachable);
+        match verdict {
+            Verdict::Authorized { status, limits } => {
+                let mut allow = Allow::from_answer(
+                    &decided.info.service,
+                    status,
+                    limits.as_ref(),
+                    &decided.usage,
+                    unix_now(host),
+                );
+                allow.report = Some(Report::Single {
+                    service: Rc::clone(&decided.info.service),
+                    application: decided.credentials.clone(),
+                    usage: decided.usage.clone(),
+                });
+                self.forward(host, decided, allow)
+            }
+            Verdict::Denied {
+                category,
+                retry_after,
+                ..
+            } => {
+                let denial = Denial {
+                    retry_after: *retry_after,
+                    rate_limit: None,
+                };
+                let category = *category;
+                self.refuse(host, &decided.info, category, Some(denial))
+            }
+            Verdict::Unavailable { .. } | Verdict::Misconfigured { .. } => {
+                self.refuse(host, &decided.info, Category::BackendUnavailable, None)
+            }
+        }
+    }
+
+    /// 3scale could not answer in time: the service's failure policy decides.
+    pub(super) fn fail(&mut self, host: &impl Host, decided: Decided, key: Option<&str>) -> Action {
+        let service = Rc::clone(&decided.info.service);
+        let policy = &service.failure;
+        let key = key.map_or_else(
+            || {
+                cache_key(
+                    &service.id,
+                    &decided.credentials,
+                    decided.referrer.as_deref(),
+                )
+            },
+            str::to_string,
+        );
+        let now_ms = host.now_ms();
+        if policy.policy == Policy::AllowCached {
+            let max = policy.max_staleness_ms;
+            let usage = decided.usage.clone();
+            let found = self.slots(host).update(&key, |entry| {
+                if entry.answer == Answer::Unknown || entry.age_ms(now_ms) > max {
+                    return (None, false);
+                }
+                let admission = entry.admit(&usage, now_ms / 1000);
+                let newly_dirty = !entry.dirty && entry.has_pending();
+                entry.dirty |= newly_dirty;
+                (Some((admission, newly_dirty)), true)
+            });
+            if let Found::Entry {
+                slot,
+                result: Some((admission, newly_dirty)),
+            } = found
+            {
+                if newly_dirty {
+                    mark_dirty(host, &self.config.cache.key_prefix, slot);
+                }
+                if matches!(admission, Admission::Allowed { .. }) {
+                    host.count(Stat::FailOpen);
+                }
+                return self.admitted(host, decided, admission, Some((slot, key)));
+            }
+        }
+        let listed = |credentials: &Credentials| {
+            let id = match credentials {
+                Credentials::UserKey(key) => key,
+                Credentials::AppId { app_id, .. } => app_id,
+            };
+            policy.allowed.iter().any(|allowed| allowed == id)
+        };
+        let passes = match policy.policy {
+            Policy::Allow => true,
+            Policy::AllowListed => listed(&decided.credentials),
+            Policy::Deny | Policy::AllowCached => false,
+        };
+        if !passes {
+            return self.refuse(host, &decided.info, Category::BackendUnavailable, None);
+        }
+        self.fail_open(host, decided, &key, now_ms)
+    }
+
+    /// Lets a request through without 3scale; its usage waits in the cache (an entry without an
+    /// answer if there is none) and is reported once 3scale is back.
+    fn fail_open(&mut self, host: &impl Host, decided: Decided, key: &str, now_ms: u64) -> Action {
+        host.count(Stat::FailOpen);
+        let usage = decided.usage.clone();
+        let slots = self.slots(host);
+        let mut plan = None;
+        let mut record = |entry: &mut Entry| {
+            plan = entry.plan.clone();
+            entry.admit_unchecked(&usage, now_ms / 1000);
+            let newly_dirty = !entry.dirty && entry.has_pending();
+            entry.dirty |= newly_dirty;
+            (newly_dirty, true)
+        };
+        let mut found = slots.update(key, &mut record);
+        if matches!(found, Found::Missing) {
+            if let Some(empty) = Entry::new(key.to_string(), Answer::Unknown, None, now_ms) {
+                if slots.place(&empty, |_| {}).is_some() {
+                    found = slots.update(key, &mut record);
+                }
+            }
+        }
+        let codes = decided.info.service.report_response_codes;
+        let report = match found {
+            Found::Entry {
+                slot,
+                result: newly_dirty,
+            } => {
+                if newly_dirty {
+                    mark_dirty(host, &self.config.cache.key_prefix, slot);
+                }
+                codes.then(|| Report::Cached {
+                    slot,
+                    key: key.to_string(),
+                    usage: decided.usage.clone(),
+                })
+            }
+            Found::Missing | Found::Busy => Some(Report::Single {
+                service: Rc::clone(&decided.info.service),
+                application: decided.credentials.clone(),
+                usage: decided.usage.clone(),
+            }),
+        };
+        self.forward(
+            host,
+            decided,
+            Allow {
+                plan,
+                rate_limit: None,
+                report,
+                fail_open: true,
+            },
+        )
+    }
+}

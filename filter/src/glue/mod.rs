@@ -133,6 +133,10 @@ impl Context for Request {
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> ProxyAction {
+        #[cfg(feature = "test-hooks")]
+        if ProxyHost.request_header("x-tollgate-test-crash").is_some() {
+            std::process::abort();
+        }
         match &mut self.flow {
             Some(flow) => action(flow.on_request_headers(&ProxyHost, end_of_stream)),
             None => {

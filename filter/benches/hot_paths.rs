@@ -45,7 +45,8 @@ fn bench_config() -> Config {
 /// `scripts/bench` runs its per-request rows; the file itself leaves the mode at its default.
 fn per_request_config() -> Config {
     let mut json: serde_json::Value = serde_json::from_str(BENCH_CONFIG).expect("valid JSON");
-    for service in json["services"].as_array_mut().expect("a services list") {
+    let services = json.get_mut("services").and_then(|s| s.as_array_mut());
+    for service in services.expect("a services list") {
         service["mode"] = "per_request".into();
     }
     Config::load(json.to_string().as_bytes(), &|_| None).expect("per-request configuration loads")
@@ -408,6 +409,14 @@ fn print_hostcalls() {
         "hostcalls: cache_hit_answered_locally {} {hit}",
         u32::from(hit)
     );
+    let largest = host
+        .shared
+        .borrow()
+        .values()
+        .map(|(value, _)| value.len())
+        .max()
+        .unwrap_or(0);
+    println!("hostcalls: cache_entry_bytes {largest} bytes");
 }
 
 /// A host that answers from memory, counts every hostcall by name, and copies returned bytes the

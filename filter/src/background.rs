@@ -5,7 +5,6 @@
 //! sends it, so a callout never depends on the request that asked for it still being alive.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::backend::call::{AuthCall, Endpoint, ReportTransaction, options, report_body};
@@ -89,7 +88,8 @@ enum Call {
 /// The root context's side of the cache and the reports.
 pub struct Background {
     config: Rc<Config>,
-    calls: HashMap<u32, Call>,
+    /// Callouts in flight, by token (a handful at a time: a list beats a hash map in size).
+    calls: Vec<(u32, Call)>,
     ids: BatchIds,
 }
 
@@ -97,7 +97,7 @@ impl Background {
     pub fn new(config: Rc<Config>, vm_nonce: u32) -> Background {
         Background {
             config,
-            calls: HashMap::new(),
+            calls: Vec::new(),
             ids: BatchIds::new(vm_nonce),
         }
     }
@@ -125,7 +125,7 @@ impl Background {
                 std::slice::from_ref(&report.transaction),
             );
             if let Some(token) = self.post(host, &body) {
-                self.calls.insert(token, Call::Single { units });
+                self.calls.push((token, Call::Single { units }));
             }
         }
         if self.flush_due(host, now_ms) {
@@ -160,7 +160,7 @@ impl Background {
         if let Ok(token) = host.dispatch(&backend.cluster, &headers, None, backend.timeout) {
             host.count(Stat::BackendCalls);
             host.count(Stat::CacheRefreshes);
-            self.calls.insert(token, Call::Refresh { key: job.key });
+            self.calls.push((token, Call::Refresh { key: job.key }));
         }
     }
 
@@ -227,7 +227,7 @@ impl Background {
         for call in collected.calls {
             match self.post(host, &call.body) {
                 Some(token) => {
-                    self.calls.insert(token, Call::Batch(call));
+                    self.calls.push((token, Call::Batch(call)));
                 }
                 None => {
                     let settled = settle(&slots, &call, Outcome::Retry);
@@ -239,9 +239,10 @@ impl Background {
 
     /// An answer to one of the root context's callouts.
     pub fn on_response(&mut self, host: &impl Host, token: u32, body_size: usize) {
-        let Some(call) = self.calls.remove(&token) else {
+        let Some(index) = self.calls.iter().position(|(t, _)| *t == token) else {
             return;
         };
+        let (_, call) = self.calls.swap_remove(index);
         let response = host.callout_response(body_size);
         match call {
             Call::Refresh { key } => self.refreshed(host, &key, &response),

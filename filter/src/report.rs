@@ -340,3 +340,277 @@ pub fn settle(
     }
     settled
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+    use super::*;
+    use crate::cache::{Answer, Entry, cache_key};
+    use crate::store::memory::MemoryStore;
+    use crate::usage::Usage;
+
+    const CONFIG: &str = r#"{
+      "backend": {"cluster": "backend"},
+      "services": [
+        {"id": "svc", "service_token": "t", "credentials": {"kind": "app_id"},
+         "mapping_rules": [{"method": "ANY", "pattern": "/", "metric": "hits"}]},
+        {"id": "other", "service_token": "t2", "credentials": {"kind": "user_key"},
+         "mapping_rules": [{"method": "ANY", "pattern": "/", "metric": "hits"}]}
+      ]
+    }"#;
+    const NOW_MS: u64 = 1_795_543_791_000;
+    const AUTHORIZED: &str = "<status><authorized>true</authorized><plan>P</plan></status>";
+
+    fn config() -> Config {
+        Config::load(CONFIG.as_bytes(), &|_| None).unwrap()
+    }
+
+    fn usage(entries: &[(&str, u64)]) -> Usage {
+        let mut usage = Usage::new();
+        for (metric, delta) in entries {
+            usage.add(&Rc::from(*metric), *delta);
+        }
+        usage
+    }
+
+    fn app(id: &str) -> Credentials {
+        Credentials::AppId {
+            app_id: id.into(),
+            app_key: Some("secret".into()),
+        }
+    }
+
+    /// Places an entry for `credentials` of `service`, admits `requests` requests of `hits`
+    /// with `code`, and queues it.
+    fn seed(
+        slots: &Slots<'_, MemoryStore>,
+        service: &str,
+        credentials: Credentials,
+        answer: Answer,
+        requests: u64,
+        code: u16,
+    ) -> String {
+        let key = cache_key(service, &credentials, None);
+        let status = crate::backend::parse_status(AUTHORIZED.as_bytes()).unwrap();
+        let entry = Entry::new(key.clone(), answer, Some(&status), NOW_MS).unwrap();
+        let slot = slots.place(&entry, |_| {}).unwrap();
+        let request = usage(&[("hits", 2)]);
+        let Found::Entry { .. } = slots.update(&key, |entry| {
+            for _ in 0..requests {
+                entry.admit_unchecked(&request, NOW_MS / 1000);
+                entry.record_code(&request, code);
+            }
+            ((), true)
+        }) else {
+            panic!("entry not found")
+        };
+        mark_dirty(slots.store, slots.prefix, slot);
+        key
+    }
+
+    fn pending_units(slots: &Slots<'_, MemoryStore>, key: &str) -> (u64, u64) {
+        let Found::Entry { result, .. } = slots.update(key, |entry| {
+            ((entry.pending_units(), entry.inflight_units()), false)
+        }) else {
+            panic!("entry not found")
+        };
+        result
+    }
+
+    #[test]
+    fn answers_are_read_as_accepted_retry_uncertain_or_dropped() {
+        assert_eq!(outcome(Some(202), b""), Outcome::Accepted);
+        let refused = b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: 111";
+        assert_eq!(outcome(Some(503), refused), Outcome::Retry);
+        assert_eq!(outcome(Some(503), b"no healthy upstream"), Outcome::Retry);
+        let reset = b"upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+        assert_eq!(outcome(Some(503), reset), Outcome::Uncertain);
+        assert_eq!(
+            outcome(Some(504), b"upstream request timeout"),
+            Outcome::Uncertain
+        );
+        assert_eq!(
+            outcome(Some(500), b"Internal Server Error\n"),
+            Outcome::Retry
+        );
+        assert_eq!(outcome(Some(502), b""), Outcome::Uncertain);
+        assert_eq!(
+            outcome(Some(403), b"<error code=\"service_token_invalid\"/>"),
+            Outcome::Dropped
+        );
+        assert_eq!(outcome(None, b""), Outcome::Uncertain);
+    }
+
+    #[test]
+    fn usage_spreads_over_transactions_keeping_every_total() {
+        let usage = vec![("hits".to_string(), 2), ("get".to_string(), 5)];
+        for count in 1..=7 {
+            let parts = spread(&usage, count);
+            assert_eq!(parts.len() as u64, count, "{count}");
+            assert!(parts.iter().all(|part| part.iter().any(|(_, d)| *d > 0)));
+            for metric in ["hits", "get"] {
+                let total: u64 = parts
+                    .iter()
+                    .flatten()
+                    .filter(|(m, _)| m == metric)
+                    .map(|(_, d)| d)
+                    .sum();
+                assert_eq!(total, if metric == "hits" { 2 } else { 5 });
+            }
+        }
+    }
+
+    #[test]
+    fn one_transaction_per_request_with_a_code_and_one_without() {
+        let transactions = vec![
+            Transaction {
+                code: None,
+                requests: 4,
+                usage: vec![("hits".into(), 4)],
+            },
+            Transaction {
+                code: Some(200),
+                requests: 3,
+                usage: vec![("hits".into(), 6)],
+            },
+            Transaction {
+                code: Some(500),
+                requests: 5,
+                usage: vec![("hits".into(), 2)],
+            },
+            Transaction {
+                code: Some(404),
+                requests: 5000,
+                usage: vec![("hits".into(), 5000)],
+            },
+        ];
+        let expanded = expand(&app("a"), &transactions);
+        let count =
+            |code: Option<u16>| expanded.iter().filter(|t| t.log_code == code).count() as u64;
+        assert_eq!(count(None), 1);
+        assert_eq!(count(Some(200)), 3);
+        assert_eq!(count(Some(500)), 2, "never more transactions than units");
+        assert_eq!(count(Some(404)), MAX_TRANSACTIONS_PER_APPLICATION);
+        let units: u64 = expanded
+            .iter()
+            .flat_map(|t| t.usage.iter())
+            .map(|(_, d)| d)
+            .sum();
+        assert_eq!(units, 4 + 6 + 2 + 5000);
+    }
+
+    #[test]
+    fn confirmed_applications_share_calls_and_others_go_alone() {
+        let store = MemoryStore::default();
+        let config = config();
+        let slots = Slots {
+            store: &store,
+            prefix: "t",
+            count: 1024,
+        };
+        let a = seed(&slots, "svc", app("a"), Answer::Authorized, 2, 200);
+        let b = seed(&slots, "svc", app("b"), Answer::LimitsOnly, 1, 404);
+        let c = seed(&slots, "svc", app("c"), Answer::Unknown, 1, 200);
+        let d = seed(
+            &slots,
+            "other",
+            Credentials::UserKey("uk".into()),
+            Answer::Authorized,
+            1,
+            200,
+        );
+        let mut ids = BatchIds::new(7);
+        let collected = collect(&slots, &config, &mut ids, NOW_MS, 100);
+        assert_eq!(
+            collected.calls.len(),
+            3,
+            "svc confirmed, svc unconfirmed, other"
+        );
+        let svc: Vec<&ReportCall> = collected
+            .calls
+            .iter()
+            .filter(|c| c.service.id == "svc")
+            .collect();
+        let shared = svc.iter().find(|c| c.parts.len() == 2).unwrap();
+        assert!(
+            shared.body.starts_with("service_token=t&service_id=svc&"),
+            "{}",
+            shared.body
+        );
+        assert!(shared.body.contains("app_id%5D=a"), "{}", shared.body);
+        assert!(
+            !shared.body.contains("secret"),
+            "app keys are never reported"
+        );
+        assert_eq!(shared.body.matches("log%5D%5Bcode%5D=200").count(), 2);
+        assert_eq!(shared.body.matches("log%5D%5Bcode%5D=404").count(), 1);
+        assert_eq!(shared.units(), 6);
+        let alone = svc.iter().find(|c| c.parts.len() == 1).unwrap();
+        assert_eq!(alone.parts[0].key, c);
+        assert!(
+            collected
+                .calls
+                .iter()
+                .any(|call| call.service.id == "other" && call.body.contains("user_key%5D=uk"))
+        );
+        for key in [&a, &b, &c, &d] {
+            let (pending, inflight) = pending_units(&slots, key);
+            assert_eq!(pending, 0);
+            assert!(inflight > 0);
+        }
+        assert!(store.dequeue().is_none(), "the queue was drained");
+    }
+
+    #[test]
+    fn outcomes_settle_every_application_of_a_call() {
+        let store = MemoryStore::default();
+        let config = config();
+        let slots = Slots {
+            store: &store,
+            prefix: "t",
+            count: 1024,
+        };
+        let a = seed(&slots, "svc", app("a"), Answer::Authorized, 3, 200);
+        let mut ids = BatchIds::new(1);
+        let call = collect(&slots, &config, &mut ids, NOW_MS, 100)
+            .calls
+            .remove(0);
+
+        // No answer: back to pending and queued again, then accepted.
+        let settled = settle(&slots, &call, Outcome::Retry);
+        assert_eq!(settled.retried, 6);
+        assert_eq!(pending_units(&slots, &a), (6, 0));
+        let again = collect(&slots, &config, &mut ids, NOW_MS, 100)
+            .calls
+            .remove(0);
+        assert_eq!(settle(&slots, &again, Outcome::Accepted).accepted, 6);
+        assert_eq!(pending_units(&slots, &a), (0, 0));
+
+        // Uncertain: dropped and counted.
+        let b = seed(&slots, "svc", app("b"), Answer::Authorized, 1, 200);
+        let call = collect(&slots, &config, &mut ids, NOW_MS, 100)
+            .calls
+            .remove(0);
+        assert_eq!(settle(&slots, &call, Outcome::Uncertain).uncertain, 2);
+        assert_eq!(pending_units(&slots, &b), (0, 0));
+    }
+
+    #[test]
+    fn batches_abandoned_by_a_dead_vm_are_counted_as_uncertain() {
+        let store = MemoryStore::default();
+        let config = config();
+        let slots = Slots {
+            store: &store,
+            prefix: "t",
+            count: 1024,
+        };
+        let a = seed(&slots, "svc", app("a"), Answer::Authorized, 1, 200);
+        let mut dead_vm = BatchIds::new(9);
+        let _lost = collect(&slots, &config, &mut dead_vm, NOW_MS, 100);
+        seed(&slots, "svc", app("a"), Answer::Authorized, 1, 200);
+        let later = NOW_MS + 60_000;
+        let collected = collect(&slots, &config, &mut BatchIds::new(10), later, 100);
+        assert_eq!(collected.abandoned_units, 2);
+        assert_eq!(pending_units(&slots, &a), (0, 2));
+    }
+}

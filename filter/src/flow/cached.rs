@@ -2,7 +2,6 @@
 //! the background when stale, and apply the failure policy when 3scale cannot answer.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::rc::Rc;
 
 use super::forward::{Allow, unix_now};
@@ -24,7 +23,7 @@ thread_local! {
     /// `service id \0 metric` pairs 3scale accepted in an authorize with usage. A request using any
     /// other metric asks 3scale first, so a mapping rule naming an unknown metric is caught
     /// (`metric_invalid`) instead of voiding a report later.
-    static KNOWN_METRICS: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+    static KNOWN_METRICS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 
 fn metric_key(service: &Service, metric: &str) -> String {
@@ -44,7 +43,10 @@ fn learn_metrics(service: &Service, usage: &Usage) {
     KNOWN_METRICS.with(|known| {
         let mut known = known.borrow_mut();
         for (metric, _) in usage.iter() {
-            known.insert(metric_key(service, metric));
+            let key = metric_key(service, metric);
+            if !known.contains(&key) {
+                known.push(key);
+            }
         }
     });
 }

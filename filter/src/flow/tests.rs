@@ -31,6 +31,10 @@ struct FakeHost {
     response_headers: RefCell<Vec<(String, String)>>,
     filter_state: RefCell<Vec<(String, String)>>,
     store: MemoryStore,
+    /// Seconds added to the fake clock.
+    elapsed: Cell<u64>,
+    /// The upstream's `:status`, as `on_log` reads it.
+    status: RefCell<Option<String>>,
 }
 
 impl FakeHost {
@@ -129,8 +133,10 @@ impl Host for FakeHost {
     fn set_request_body(&self, body: &[u8]) {
         *self.body.borrow_mut() = body.to_vec();
     }
-    fn response_header(&self, _name: &str) -> Option<Vec<u8>> {
-        None
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        (name == ":status")
+            .then(|| self.status.borrow().clone().map(String::into_bytes))
+            .flatten()
     }
     fn set_response_header(&self, name: &str, value: &[u8]) {
         self.response_headers.borrow_mut().push((
@@ -188,7 +194,7 @@ impl Host for FakeHost {
     }
     fn clear_route_cache(&self) {}
     fn now(&self) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000)
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000 + self.elapsed.get())
     }
     fn add(&self, stat: Stat, n: u64) {
         for _ in 0..n {
@@ -486,4 +492,194 @@ fn requests_of_no_service_are_refused_or_passed_as_configured() {
     let host = FakeHost::request("GET", "/", &[(":authority", "other.test")]);
     assert_eq!(flow.on_request_headers(&host, true), Action::Continue);
     assert_eq!(*host.stats.borrow(), vec![Stat::Unmatched]);
+}
+
+mod cache_mode {
+    //! The same flow in `cache` mode: 3scale fills a shared entry once, later requests are decided
+    //! from it without a callout, usage waits in the entry for the report flush.
+    use super::*;
+
+    const CACHED: &str = r#"{
+      "backend": {"cluster": "threescale_backend", "timeout_ms": 500},
+      "cache": {"ttl_seconds": 10, "slots": 1024},
+      "services": [{
+        "id": "svc1",
+        "service_token": "secret-token",
+        "match": {"hosts": ["api.test"]},
+        "credentials": {"kind": "app_id", "locations": ["query"]},
+        "mapping_rules": [{"method": "GET", "pattern": "/items", "metric": "hits"}],
+        "plans": {"routes": {"Tiny": {"cluster": "staging"}}, "default": {"cluster": "production"}},
+        "failure": FAILURE
+      }]
+    }"#;
+
+    const TINY: &str = r#"<status><authorized>true</authorized><plan>Tiny</plan><usage_reports><usage_report metric="hits" period="eternity"><max_value>2</max_value><current_value>0</current_value></usage_report></usage_reports></status>"#;
+
+    fn config(failure: &str) -> Rc<Config> {
+        Rc::new(Config::load(CACHED.replace("FAILURE", failure).as_bytes(), &|_| None).unwrap())
+    }
+
+    fn request(host: &FakeHost, config: &Rc<Config>, app: &str) -> Flow {
+        *host.request_headers.borrow_mut() = vec![
+            (":method".into(), b"GET".to_vec()),
+            (":path".into(), format!("/items?app_id={app}").into_bytes()),
+            (":authority".into(), b"api.test".to_vec()),
+        ];
+        *host.reply.borrow_mut() = None;
+        host.resumed.set(false);
+        let mut flow = Flow::new(Rc::clone(config));
+        flow.on_request_headers(host, true);
+        flow
+    }
+
+    fn entry_pending(host: &FakeHost, app: &str) -> Vec<(u16, String, u64)> {
+        let slots = crate::cache::slots::Slots {
+            store: &host.store,
+            prefix: "tollgate.v1",
+            count: 1024,
+        };
+        let key = crate::cache::cache_key(
+            "svc1",
+            &crate::credentials::Credentials::AppId {
+                app_id: app.into(),
+                app_key: None,
+            },
+            None,
+        );
+        match slots.update(&key, |entry| {
+            (
+                entry
+                    .pending()
+                    .map(|t| (t.code, t.metric.clone(), t.delta))
+                    .collect::<Vec<_>>(),
+                false,
+            )
+        }) {
+            crate::cache::slots::Found::Entry { result, .. } => result,
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn one_authorize_fills_the_entry_then_requests_are_decided_locally() {
+        let host = FakeHost::default();
+        let config = config(r#"{"policy": "deny"}"#);
+        let mut flow = request(&host, &config, "a1");
+        assert_eq!(
+            host.callout_path(),
+            "/transactions/authorize.xml?service_token=secret-token&service_id=svc1&app_id=a1&usage%5Bhits%5D=1"
+        );
+        host.answer(200, None, TINY);
+        flow.on_callout_response(&host, 7, 0);
+        assert!(host.resumed.get());
+        assert_eq!(
+            host.header("x-tollgate-cluster").as_deref(),
+            Some("staging")
+        );
+        *host.status.borrow_mut() = Some("201".into());
+        flow.on_log(&host);
+        assert_eq!(
+            entry_pending(&host, "a1"),
+            vec![(201, "hits".to_string(), 1)]
+        );
+
+        let calls_before = host.dispatched.borrow().len();
+        let flow = request(&host, &config, "a1");
+        let _ = flow;
+        assert_eq!(
+            host.dispatched.borrow().len(),
+            calls_before,
+            "a hit makes no callout"
+        );
+        assert_eq!(
+            host.header("x-tollgate-cluster").as_deref(),
+            Some("staging")
+        );
+        request(&host, &config, "a1");
+        assert_eq!(
+            host.reply_status(),
+            Some(429),
+            "the eternity limit of 2 is decided locally"
+        );
+        assert_eq!(host.dispatched.borrow().len(), calls_before);
+        assert!(
+            host.store.dequeue().is_some(),
+            "the entry was queued for the report flush"
+        );
+        assert!(host.store.dequeue().is_none(), "once, not per request");
+    }
+
+    #[test]
+    fn an_unreachable_3scale_is_denied_or_let_through_per_policy() {
+        for (failure, status) in [
+            (r#"{"policy": "deny"}"#, Some(503)),
+            (r#"{"policy": "allow_cached"}"#, Some(503)),
+            (r#"{"policy": "allow_listed", "allowed": ["a1"]}"#, None),
+            (
+                r#"{"policy": "allow_listed", "allowed": ["other"]}"#,
+                Some(503),
+            ),
+            (
+                r#"{"policy": "allow", "fail_open_cluster": "fallback"}"#,
+                None,
+            ),
+        ] {
+            let host = FakeHost::default();
+            let config = config(failure);
+            let mut flow = request(&host, &config, "a1");
+            *host.callout.borrow_mut() = CalloutResponse {
+                status: Some(503),
+                ..CalloutResponse::default()
+            };
+            flow.on_callout_response(&host, 7, 0);
+            assert_eq!(host.reply_status(), status, "{failure}");
+            if status.is_none() {
+                assert!(host.resumed.get());
+                let cluster = host.header("x-tollgate-cluster");
+                assert!(
+                    cluster.as_deref() == Some("fallback")
+                        || cluster.as_deref() == Some("production"),
+                    "{cluster:?}"
+                );
+                assert_eq!(
+                    entry_pending(&host, "a1"),
+                    vec![(0, "hits".to_string(), 1)],
+                    "kept for the report"
+                );
+                assert!(host.stats.borrow().contains(&Stat::FailOpen));
+            }
+        }
+    }
+
+    #[test]
+    fn allow_cached_keeps_deciding_from_an_old_entry_when_3scale_is_down() {
+        let host = FakeHost::default();
+        let config = config(r#"{"policy": "allow_cached", "max_staleness_seconds": 600}"#);
+        let mut flow = request(&host, &config, "a1");
+        host.answer(200, None, TINY);
+        flow.on_callout_response(&host, 7, 0);
+        host.elapsed.set(300);
+        let before = host.dispatched.borrow().len();
+        request(&host, &config, "a1");
+        assert_eq!(
+            host.dispatched.borrow().len(),
+            before,
+            "within max staleness: decided from the cache"
+        );
+        assert!(host.resumed.get() || host.reply_status().is_none());
+        host.elapsed.set(900);
+        let mut flow = request(&host, &config, "a1");
+        assert_eq!(
+            host.dispatched.borrow().len(),
+            before + 1,
+            "too old: 3scale is asked"
+        );
+        *host.callout.borrow_mut() = CalloutResponse::default();
+        flow.on_callout_response(&host, 7, 0);
+        assert_eq!(
+            host.reply_status(),
+            Some(503),
+            "older than max staleness: no cached decision stands"
+        );
+    }
 }

@@ -6,8 +6,9 @@
 //! runs them and copies the medians into `docs/benchmarks.md`.
 //!
 //! The divan allocation profiler is the global allocator here, so every benchmark also reports its
-//! allocations per operation. Before the benchmarks, `main` drives one authorized request through the
-//! whole flow against a counting host and prints its hostcalls (`hostcalls:` lines, read by the script).
+//! allocations per operation. Before the benchmarks, `main` drives an authorized request through the
+//! whole flow against a counting host, in per-request mode and as a cache hit, and prints the hostcalls
+//! each made (`hostcalls:` lines, read by the script).
 
 // Benchmark code, never part of the module: a broken fixture should stop the run loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

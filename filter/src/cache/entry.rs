@@ -238,6 +238,17 @@ impl Entry {
     /// [`Answer::Unknown`] entry refuses with `backend_unavailable`: it holds no decision, so the
     /// caller's failure policy applies.
     pub fn admit(&mut self, usage: &Usage, now_s: u64) -> Admission {
+        self.admit_with(usage, now_s, true)
+    }
+
+    /// Like [`Entry::admit`], but an allowed request's usage joins the pending report only when
+    /// its response code is known ([`Entry::record`]), so every reported transaction pairs usage
+    /// with the code its client got (a flush can never catch it in between).
+    pub fn admit_awaiting_code(&mut self, usage: &Usage, now_s: u64) -> Admission {
+        self.admit_with(usage, now_s, false)
+    }
+
+    fn admit_with(&mut self, usage: &Usage, now_s: u64, pending: bool) -> Admission {
         match &self.answer {
             Answer::Authorized | Answer::LimitsOnly => {}
             Answer::Denied { category, .. } => return self.refused(*category, None, None),
@@ -248,7 +259,10 @@ impl Entry {
             let rate_limit = most_constraining(&self.reports, &self.hierarchy, usage, now_s);
             return self.refused(category, retry_after, rate_limit);
         }
-        self.charge(usage);
+        self.charge_limits(usage);
+        if pending {
+            self.record(usage, 0);
+        }
         Admission::Allowed {
             plan: self.plan.clone(),
             rate_limit: most_constraining(&self.reports, &self.hierarchy, usage, now_s),
@@ -302,17 +316,21 @@ impl Entry {
     }
 
     /// Charges `usage` on every limit it lands on and records it as pending.
-    fn charge(&mut self, usage: &Usage) {
+    fn charge_limits(&mut self, usage: &Usage) {
         for (report, used) in self.reports.iter_mut().zip(self.used.iter_mut()) {
             let delta = self.hierarchy.applied_delta(&report.metric, usage);
             *used = used.saturating_add(delta);
             add_to_report(report, delta);
         }
+    }
+
+    /// Adds one request's usage to the pending report, under its response code (0: not known).
+    pub fn record(&mut self, usage: &Usage, code: u16) {
         for (metric, delta) in usage.iter() {
-            self.unreported.add(0, metric, delta);
+            self.unreported.add(code, metric, delta);
         }
         if usage.iter().any(|(_, delta)| delta > 0) {
-            self.unreported.add(0, REQUESTS, 1);
+            self.unreported.add(code, REQUESTS, 1);
         }
     }
 
@@ -320,7 +338,14 @@ impl Entry {
     /// without an answer).
     pub fn admit_unchecked(&mut self, usage: &Usage, now_s: u64) {
         self.roll_periods(now_s);
-        self.charge(usage);
+        self.charge_limits(usage);
+        self.record(usage, 0);
+    }
+
+    /// [`Entry::admit_unchecked`] whose usage waits for its response code ([`Entry::record`]).
+    pub fn admit_unchecked_awaiting_code(&mut self, usage: &Usage, now_s: u64) {
+        self.roll_periods(now_s);
+        self.charge_limits(usage);
     }
 
     /// The upstream answered `code` to a request admitted with `usage`: its pending usage moves

@@ -51,6 +51,75 @@ fn learn_metrics(service: &Service, usage: &Usage) {
     });
 }
 
+/// Admits a request; with response codes tracked, its usage joins the report at the end of the
+/// request (see [`record`]).
+fn admit(entry: &mut Entry, usage: &Usage, now_s: u64, codes: bool) -> Admission {
+    if codes {
+        entry.admit_awaiting_code(usage, now_s)
+    } else {
+        entry.admit(usage, now_s)
+    }
+}
+
+fn admit_unchecked(entry: &mut Entry, usage: &Usage, now_s: u64, codes: bool) {
+    if codes {
+        entry.admit_unchecked_awaiting_code(usage, now_s);
+    } else {
+        entry.admit_unchecked(usage, now_s);
+    }
+}
+
+/// The end of an allowed request: its usage joins the entry's pending report with the response
+/// code its client got (0 when no response came). An entry gone meanwhile (its slot was reused)
+/// means a report of its own: usage is never dropped.
+pub(super) fn record(
+    host: &impl Host,
+    config: &crate::config::Config,
+    slot: u32,
+    key: &str,
+    usage: &Usage,
+    code: u16,
+) {
+    let slots = Slots {
+        store: host,
+        prefix: &config.cache.key_prefix,
+        count: config.cache.slots,
+    };
+    let mut change = |entry: &mut Entry| {
+        entry.record(usage, code);
+        let newly_dirty = !entry.dirty && entry.has_pending();
+        entry.dirty |= newly_dirty;
+        (newly_dirty, true)
+    };
+    let found = match slots.update_slot(slot, key, &mut change) {
+        Found::Missing => slots.update(key, &mut change),
+        found => found,
+    };
+    match found {
+        Found::Entry {
+            slot,
+            result: newly_dirty,
+        } => {
+            if newly_dirty {
+                mark_dirty(host, &config.cache.key_prefix, slot);
+            }
+        }
+        Found::Missing | Found::Busy => {
+            let service = crate::cache::parse_key(key).and_then(|(id, application)| {
+                Some((config.services.iter().find(|s| s.id == id)?, application))
+            });
+            if let Some((service, application)) = service {
+                crate::background::send_report(
+                    Rc::clone(service),
+                    application,
+                    usage,
+                    (code != 0).then_some(code),
+                );
+            }
+        }
+    }
+}
+
 /// What the entry said about one request.
 enum Lookup {
     Decided {
@@ -100,12 +169,13 @@ impl Flow {
         let ttl = self.config.cache.ttl_ms;
         let horizon = self.horizon_ms(&service);
         let stuck_after = self.config.backend.timeout.as_millis() as u64 * 2 + 1000;
+        let codes = service.report_response_codes;
         let found = self.slots(host).update(&key, |entry| {
             let age = entry.age_ms(now_ms);
             if age > horizon || entry.answer == Answer::Unknown {
                 return (Lookup::TooOld, false);
             }
-            let admission = entry.admit(&decided.usage, now_ms / 1000);
+            let admission = admit(entry, &decided.usage, now_ms / 1000, codes);
             let stale = age > ttl;
             let refresh = stale && entry.claim_refresh(now_ms, stuck_after);
             let newly_dirty = !entry.dirty && entry.has_pending();
@@ -259,7 +329,7 @@ impl Flow {
         }
         let usage = decided.usage.clone();
         let found = slots.update(key, |entry| {
-            let admission = entry.admit(&usage, now_ms / 1000);
+            let admission = admit(entry, &usage, now_ms / 1000, service.report_response_codes);
             let newly_dirty = !entry.dirty && entry.has_pending();
             entry.dirty |= newly_dirty;
             ((admission, newly_dirty), true)
@@ -338,7 +408,7 @@ impl Flow {
                 if entry.answer == Answer::Unknown || entry.age_ms(now_ms) > max {
                     return (None, false);
                 }
-                let admission = entry.admit(&usage, now_ms / 1000);
+                let admission = admit(entry, &usage, now_ms / 1000, service.report_response_codes);
                 let newly_dirty = !entry.dirty && entry.has_pending();
                 entry.dirty |= newly_dirty;
                 (Some((admission, newly_dirty)), true)
@@ -380,11 +450,12 @@ impl Flow {
     fn fail_open(&mut self, host: &impl Host, decided: Decided, key: &str, now_ms: u64) -> Action {
         host.count(Stat::FailOpen);
         let usage = decided.usage.clone();
+        let codes = decided.info.service.report_response_codes;
         let slots = self.slots(host);
         let mut plan = None;
         let mut record = |entry: &mut Entry| {
             plan = entry.plan.clone();
-            entry.admit_unchecked(&usage, now_ms / 1000);
+            admit_unchecked(entry, &usage, now_ms / 1000, codes);
             let newly_dirty = !entry.dirty && entry.has_pending();
             entry.dirty |= newly_dirty;
             (newly_dirty, true)

@@ -40,8 +40,12 @@ impl Flow {
         let service = select(&self.config, &mut Route { host })?;
         let debug =
             debug_value.is_some_and(|v| constant_time_eq(&v, service.debug_secret.as_bytes()));
+        let content_type = host.request_header("content-type");
         Some(RequestInfo {
-            grpc: super::refuse::is_grpc(host),
+            grpc: content_type
+                .as_deref()
+                .is_some_and(super::refuse::is_grpc_type),
+            content_type,
             method: host.request_header(":method").unwrap_or_default(),
             target: host.request_header(":path").unwrap_or_default(),
             service,
@@ -258,9 +262,10 @@ pub(super) fn needs_form_body(host: &impl Host, info: &RequestInfo) -> bool {
     let rules_read_args = service.mapping_rules.needs_args_for(&info.method, path);
     let reads_form = spec.locations.contains(&Location::Form) || rules_read_args;
     let is_form_post = matches!(info.method.as_slice(), b"POST" | b"PUT" | b"PATCH")
-        && host
-            .request_header("content-type")
-            .is_some_and(|ct| starts_with_ignore_case(&ct, b"application/x-www-form-urlencoded"));
+        && info
+            .content_type
+            .as_deref()
+            .is_some_and(|ct| starts_with_ignore_case(ct, b"application/x-www-form-urlencoded"));
     if !reads_form || !is_form_post {
         return false;
     }

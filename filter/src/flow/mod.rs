@@ -47,6 +47,7 @@ struct RequestInfo {
     target: Vec<u8>,
     grpc: bool,
     debug: bool,
+    content_type: Option<Vec<u8>>,
     /// Set once the headers were released to read a form body (see `released`).
     snapshot: Option<HeaderSnapshot>,
 }
@@ -173,7 +174,7 @@ impl Flow {
         }
     }
 
-    /// The stream ended: the response code (if a response came) joins the usage to report.
+    /// The stream ended: the usage joins the report with the response code (if a response came).
     pub fn on_log(&mut self, host: &impl Host) {
         let Stage::Forwarded(forwarded) = &mut self.stage else {
             return;
@@ -186,16 +187,7 @@ impl Flow {
             .and_then(|status| std::str::from_utf8(&status).ok()?.parse::<u16>().ok());
         match report {
             Report::Cached { slot, key, usage } => {
-                let Some(code) = code else { return };
-                let slots = crate::cache::slots::Slots {
-                    store: host,
-                    prefix: &self.config.cache.key_prefix,
-                    count: self.config.cache.slots,
-                };
-                let _ = slots.update_slot(slot, &key, |entry| {
-                    entry.record_code(&usage, code);
-                    ((), true)
-                });
+                cached::record(host, &self.config, slot, &key, &usage, code.unwrap_or(0));
             }
             Report::Single {
                 service,

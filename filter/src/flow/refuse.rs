@@ -69,10 +69,14 @@ pub(super) fn without_service(host: &impl Host, config: &Config, grpc: bool) -> 
 
 /// gRPC clients cannot read an HTTP error body: they get a gRPC status instead.
 pub(super) fn is_grpc(host: &impl Host) -> bool {
-    host.request_header("content-type").is_some_and(|ct| {
-        ct.get(..16)
-            .is_some_and(|head| head.eq_ignore_ascii_case(b"application/grpc"))
-    })
+    host.request_header("content-type")
+        .is_some_and(|ct| is_grpc_type(&ct))
+}
+
+pub(super) fn is_grpc_type(content_type: &[u8]) -> bool {
+    content_type
+        .get(..16)
+        .is_some_and(|head| head.eq_ignore_ascii_case(b"application/grpc"))
 }
 
 /// RFC 9110 requires a challenge on every 401: the scheme the service accepts.

@@ -580,12 +580,12 @@ mod cache_mode {
         flow.on_log(&host);
         assert_eq!(
             entry_pending(&host, "a1"),
-            vec![(201, "hits".to_string(), 1)]
+            vec![(201, "hits".to_string(), 1)],
+            "usage and its code together"
         );
 
         let calls_before = host.dispatched.borrow().len();
-        let flow = request(&host, &config, "a1");
-        let _ = flow;
+        request(&host, &config, "a1");
         assert_eq!(
             host.dispatched.borrow().len(),
             calls_before,
@@ -641,10 +641,13 @@ mod cache_mode {
                         || cluster.as_deref() == Some("production"),
                     "{cluster:?}"
                 );
+                assert_eq!(entry_pending(&host, "a1"), Vec::new(), "until the response");
+                *host.status.borrow_mut() = Some("502".into());
+                flow.on_log(&host);
                 assert_eq!(
                     entry_pending(&host, "a1"),
-                    vec![(0, "hits".to_string(), 1)],
-                    "kept for the report"
+                    vec![(502, "hits".to_string(), 1)],
+                    "kept for the report, with the code the client got"
                 );
                 assert!(host.stats.borrow().contains(&Stat::FailOpen));
             }

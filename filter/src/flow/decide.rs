@@ -51,6 +51,7 @@ impl Flow {
             service,
             debug,
             snapshot: None,
+            released: false,
         })
     }
 

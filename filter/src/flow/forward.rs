@@ -81,7 +81,10 @@ impl Flow {
                 );
             };
             host.set_request_header(&headers.cluster, Some(cluster.as_bytes()));
-            host.set_filter_state("tollgate.cluster", cluster.as_bytes());
+            if decided.info.released {
+                // The headers were released (form body): the route matches on filter state.
+                host.set_filter_state("tollgate.cluster", cluster.as_bytes());
+            }
             if let Some(upstream_host) = upstream_host {
                 host.set_request_header(&headers.host, Some(upstream_host.as_bytes()));
             }

@@ -50,6 +50,8 @@ struct RequestInfo {
     content_type: Option<Vec<u8>>,
     /// Set once the headers were released to read a form body (see `released`).
     snapshot: Option<HeaderSnapshot>,
+    /// The headers were released: routing goes through filter state.
+    released: bool,
 }
 
 /// A request whose credentials and usage are known, waiting for its authorization.
@@ -114,6 +116,7 @@ impl Flow {
         };
         if !end_of_stream && decide::needs_form_body(host, &info) {
             info.snapshot = Some(decide::release_headers(host, &info));
+            info.released = true;
             self.stage = Stage::WaitingForBody(Box::new(info));
             return Action::Continue;
         }

@@ -5,8 +5,49 @@
 //! slot and may sit in any of the [`PROBES`] slots from there; each slot stores its entry's full
 //! key, so a reader never mistakes another application's entry for its own.
 
+use std::cell::RefCell;
+
 use super::{Entry, PROBES, slot, stored_key};
 use crate::store::{CAS_ATTEMPTS, SharedStore, StoreError};
+
+/// A slot number, the bytes it held, and their decoding.
+type Decoded = Option<(u32, Vec<u8>, Entry)>;
+
+/// How many decoded entries a VM keeps (direct-mapped by slot).
+const DECODED_SLOTS: usize = 512;
+
+thread_local! {
+    /// The entries this VM last read or wrote, decoded, with their bytes: while a slot still holds
+    /// exactly those bytes (no other worker wrote it since), the copy stands in for decoding, which
+    /// is most of a cache hit's own work.
+    static DECODED: RefCell<Vec<Decoded>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_decoded(n: u32, bytes: &[u8]) -> Option<Entry> {
+    DECODED.with(|decoded| {
+        let mut decoded = decoded.borrow_mut();
+        let cell = decoded.get_mut(n as usize % DECODED_SLOTS)?;
+        match cell.take() {
+            Some((slot, known, entry)) if slot == n && known == bytes => Some(entry),
+            other => {
+                *cell = other;
+                None
+            }
+        }
+    })
+}
+
+fn remember(n: u32, bytes: Vec<u8>, entry: Entry) {
+    DECODED.with(|decoded| {
+        let mut decoded = decoded.borrow_mut();
+        if decoded.is_empty() {
+            decoded.resize_with(DECODED_SLOTS, || None);
+        }
+        if let Some(cell) = decoded.get_mut(n as usize % DECODED_SLOTS) {
+            *cell = Some((n, bytes, entry));
+        }
+    });
+}
 
 /// A slot's raw value and CAS number, as read.
 type Stored = Option<(Vec<u8>, u32)>;
@@ -65,15 +106,20 @@ impl<S: SharedStore> Slots<'_, S> {
             if stored_key(&bytes) != Some(key) {
                 return Found::Missing;
             }
-            let Some(mut entry) = Entry::decode(&bytes) else {
+            let Some(mut entry) = take_decoded(n, &bytes).or_else(|| Entry::decode(&bytes)) else {
                 return Found::Missing;
             };
             let (result, write) = change(&mut entry);
             if !write {
+                remember(n, bytes, entry);
                 return Found::Entry { slot: n, result };
             }
-            match self.store.set(&name, &entry.encode(), Some(cas)) {
-                Ok(()) => return Found::Entry { slot: n, result },
+            let encoded = entry.encode();
+            match self.store.set(&name, &encoded, Some(cas)) {
+                Ok(()) => {
+                    remember(n, encoded, entry);
+                    return Found::Entry { slot: n, result };
+                }
                 Err(StoreError::CasMismatch) => continue,
                 Err(StoreError::Other) => return Found::Busy,
             }
@@ -140,5 +186,80 @@ impl<S: SharedStore> Slots<'_, S> {
             .into_iter()
             .next()
             .map(|(_, n, current)| (n, current))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::cache::{Answer, cache_key};
+    use crate::credentials::Credentials;
+    use crate::store::memory::MemoryStore;
+
+    fn entry(key: &str) -> Entry {
+        Entry::new(key.to_string(), Answer::Authorized, None, 1_000).unwrap()
+    }
+
+    #[test]
+    fn a_slot_written_by_another_worker_is_decoded_again() {
+        let store = MemoryStore::default();
+        let slots = Slots {
+            store: &store,
+            prefix: "t",
+            count: 64,
+        };
+        let key = cache_key("s", &Credentials::UserKey("k".into()), None);
+        let n = slots.place(&entry(&key), |_| {}).unwrap();
+        let Found::Entry { .. } = slots.update(&key, |e| {
+            ((), {
+                e.plan = Some("Mine".into());
+                true
+            })
+        }) else {
+            panic!()
+        };
+        // Another worker rewrites the slot behind this VM's back.
+        let mut theirs = entry(&key);
+        theirs.plan = Some("Theirs".into());
+        store
+            .set(&slots.slot_key(n), &theirs.encode(), None)
+            .unwrap();
+        let Found::Entry { result, .. } = slots.update(&key, |e| (e.plan.clone(), false)) else {
+            panic!()
+        };
+        assert_eq!(result.as_deref(), Some("Theirs"));
+        // And this VM's own writes are read back without decoding, identical.
+        let Found::Entry { result, .. } = slots.update(&key, |e| (e.plan.clone(), false)) else {
+            panic!()
+        };
+        assert_eq!(result.as_deref(), Some("Theirs"));
+    }
+
+    #[test]
+    fn keys_that_share_probes_keep_their_own_entries() {
+        let store = MemoryStore::default();
+        let slots = Slots {
+            store: &store,
+            prefix: "t",
+            count: 16,
+        };
+        let keys: Vec<String> = (0..12)
+            .map(|i| cache_key("s", &Credentials::UserKey(format!("k{i}")), None))
+            .collect();
+        for key in &keys {
+            let mut e = entry(key);
+            e.plan = Some(key.clone());
+            slots.place(&e, |_| {});
+        }
+        for key in &keys {
+            if let Found::Entry { result, .. } = slots.update(key, |e| (e.plan.clone(), false)) {
+                assert_eq!(
+                    result.as_deref(),
+                    Some(key.as_str()),
+                    "a slot answers only for its own key"
+                );
+            }
+        }
     }
 }

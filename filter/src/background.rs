@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::backend::call::{AuthCall, Endpoint, ReportTransaction, options, report_body};
+use crate::backend::call::{AuthCall, Endpoint, ReportTransaction, report_body};
 use crate::cache::Answer;
 use crate::cache::slots::Slots;
 use crate::config::{Config, Role, Service};
@@ -18,8 +18,6 @@ use crate::stats::Stat;
 use crate::store::update;
 use crate::usage::Usage;
 use crate::verdict::{BackendResponse, classify};
-
-const USER_AGENT: &str = concat!("tollgate/", env!("CARGO_PKG_VERSION"));
 
 /// A stale entry to refresh with `authorize` (no usage: every limit is checked).
 pub struct RefreshJob {
@@ -148,43 +146,15 @@ impl Background {
             referrer: job.referrer.as_deref(),
             log_code: None,
         };
-        let backend = &self.config.backend;
-        let path = call.path(&backend.path_prefix);
-        let headers = [
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", backend.authority.as_str()),
-            ("3scale-options", options(true)),
-            ("user-agent", USER_AGENT),
-        ];
-        if let Ok(token) = host.dispatch(&backend.cluster, &headers, None, backend.timeout) {
-            host.count(Stat::BackendCalls);
+        let path = call.path(&self.config.backend.path_prefix);
+        if let Some(token) = crate::callout::get(host, &self.config.backend, &path) {
             host.count(Stat::CacheRefreshes);
             self.calls.push((token, Call::Refresh { key: job.key }));
         }
     }
 
     fn post(&self, host: &impl Host, body: &str) -> Option<u32> {
-        let backend = &self.config.backend;
-        let path = format!("{}/transactions.xml", backend.path_prefix);
-        let headers = [
-            (":method", "POST"),
-            (":path", path.as_str()),
-            (":authority", backend.authority.as_str()),
-            ("content-type", "application/x-www-form-urlencoded"),
-            ("user-agent", USER_AGENT),
-        ];
-        let token = host
-            .dispatch(
-                &backend.cluster,
-                &headers,
-                Some(body.as_bytes()),
-                backend.timeout,
-            )
-            .ok()?;
-        host.count(Stat::BackendCalls);
-        host.count(Stat::ReportCalls);
-        Some(token)
+        crate::callout::post_report(host, &self.config.backend, body)
     }
 
     /// One worker flushes per interval (a shared timestamp claimed with CAS), or as soon as enough

@@ -8,6 +8,7 @@ pub mod args;
 pub mod backend;
 pub mod background;
 pub mod cache;
+pub mod callout;
 pub mod category;
 pub mod config;
 pub mod credentials;

@@ -1,6 +1,5 @@
 //! From request headers (and a form body) to credentials, usage and an authorization.
 
-use std::cell::Cell;
 use std::rc::Rc;
 
 use super::forward::Allow;
@@ -11,23 +10,16 @@ use super::source::{RequestSource, Route};
 use super::{Decided, Flow, Purpose, Report, RequestInfo, Stage};
 use crate::args::{Args, split_path};
 use crate::backend::answer::AuthStatus;
-use crate::backend::call::{AuthCall, Endpoint, options};
+use crate::backend::call::{AuthCall, Endpoint};
 use crate::category::Category;
-use crate::config::{Backend, Mode};
+use crate::config::Mode;
 use crate::credentials::{Extracted, Location, extract};
-use crate::host::{Action, CalloutResponse, DispatchError, Host};
+use crate::host::{Action, CalloutResponse, Host};
 use crate::mask::mask;
 use crate::ratelimit::{from_limit_headers, most_constraining};
 use crate::service::select;
 use crate::stats::Stat;
 use crate::verdict::{BackendResponse, Verdict, classify};
-
-const USER_AGENT: &str = concat!("tollgate/", env!("CARGO_PKG_VERSION"));
-
-thread_local! {
-    /// A dispatch refused by Envoy (unknown cluster) is logged loudly once per VM, not per request.
-    static DISPATCH_FAILURE_LOGGED: Cell<bool> = const { Cell::new(false) };
-}
 
 impl Flow {
     /// Cleans the incoming headers and finds the service; None when no service serves the request.
@@ -153,12 +145,12 @@ impl Flow {
         };
         let path = call.path(&self.config.backend.path_prefix);
         decided.purpose = purpose;
-        match dispatch_get(host, &self.config.backend, &path) {
-            Ok(()) => {
+        match crate::callout::get(host, &self.config.backend, &path) {
+            Some(_token) => {
                 self.stage = Stage::WaitingForBackend(Box::new(decided));
                 Action::Pause
             }
-            Err(()) => self.refuse(host, &decided.info, Category::BackendMisconfigured, None),
+            None => self.refuse(host, &decided.info, Category::BackendMisconfigured, None),
         }
     }
 
@@ -316,16 +308,6 @@ fn referrer(host: &impl Host) -> Option<String> {
     usable.then_some(text)
 }
 
-fn log_dispatch_failure(cluster: &str, error: DispatchError) {
-    if DISPATCH_FAILURE_LOGGED.with(|logged| logged.replace(true)) {
-        return;
-    }
-    log::error!(
-        "tollgate: Envoy refused the callout to cluster `{cluster}` ({error:?}); is backend.cluster the name \
-         of a defined Envoy cluster? (logged once; counted in tollgate.backend.dispatch_failures)"
-    );
-}
-
 /// Compares a secret without revealing, through timing, how much of it matched.
 pub(super) fn constant_time_eq(given: &[u8], secret: &[u8]) -> bool {
     let mut difference = given.len() ^ secret.len();
@@ -349,28 +331,6 @@ pub(super) fn describe(credentials: &crate::credentials::Credentials) -> String 
             app_id,
             app_key: None,
         } => format!("app_id={app_id}"),
-    }
-}
-
-/// Sends a GET to 3scale; Err when Envoy refused the callout (logged, counted).
-pub(super) fn dispatch_get(host: &impl Host, backend: &Backend, path: &str) -> Result<(), ()> {
-    let headers = [
-        (":method", "GET"),
-        (":path", path),
-        (":authority", backend.authority.as_str()),
-        ("3scale-options", options(true)),
-        ("user-agent", USER_AGENT),
-    ];
-    match host.dispatch(&backend.cluster, &headers, None, backend.timeout) {
-        Ok(_token) => {
-            host.count(Stat::BackendCalls);
-            Ok(())
-        }
-        Err(error) => {
-            host.count(Stat::BackendDispatchFailures);
-            log_dispatch_failure(&backend.cluster, error);
-            Err(())
-        }
     }
 }
 

@@ -315,7 +315,7 @@ mod tests {
     use super::*;
 
     fn errors(json: &str) -> RawErrors {
-        serde_json::from_str(json).unwrap()
+        crate::config::json::decode(json.as_bytes()).unwrap()
     }
 
     fn body(replies: &Replies, category: Category, request_id: Option<&str>) -> String {

@@ -1,4 +1,4 @@
-//! From the JSON schema ([`super::raw`]) to the runtime [`super::Config`], checking what serde cannot.
+//! From the JSON schema ([`super::raw`]) to the runtime [`super::Config`], checking what the schema cannot.
 
 use std::fmt;
 use std::rc::Rc;
@@ -53,11 +53,7 @@ fn parse(json: &[u8]) -> Result<RawConfig, ConfigError> {
             "the configuration is empty; see docs/configuration.md",
         ));
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(json);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let reason = e.inner().to_string();
-        error(e.path().to_string(), reason)
-    })
+    super::json::decode(json)
 }
 
 fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {

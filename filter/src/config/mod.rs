@@ -7,6 +7,7 @@ pub mod raw;
 pub mod secret;
 
 mod compile;
+pub(crate) mod json;
 #[cfg(test)]
 mod tests;
 

@@ -2,9 +2,10 @@
 //! they do not show in Envoy's `/config_dump` (Envoy `vm_config.environment_variables`, Istio
 //! `vmConfig.env`).
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use std::fmt;
+
+use super::ConfigError;
+use super::json::{FromJson, Json, Object, Path, invalid_type};
 
 /// `"token"` or `{"env": "VARIABLE"}`.
 #[derive(Clone, PartialEq, Eq)]
@@ -39,37 +40,20 @@ impl Secret {
     }
 }
 
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(SecretVisitor)
-    }
-}
-
-struct SecretVisitor;
-
-impl<'de> Visitor<'de> for SecretVisitor {
-    type Value = Secret;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(r#"a string or {"env": "VARIABLE_NAME"}"#)
-    }
-
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<Secret, E> {
-        Ok(Secret::Inline(value.to_string()))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Secret, A::Error> {
-        let mut name: Option<String> = None;
-        while let Some(key) = map.next_key::<String>()? {
-            if key != "env" {
-                return Err(de::Error::unknown_field(&key, &["env"]));
+/// A string is the secret itself; an object names the environment variable that holds it.
+impl FromJson for Secret {
+    fn from_json(value: Json, at: &Path<'_>) -> Result<Self, ConfigError> {
+        match value {
+            Json::String(value) => Ok(Secret::Inline(value)),
+            Json::Object(_) => {
+                let mut variable = Object::new(value, at, &["env"])?;
+                variable.required("env").map(Secret::Env)
             }
-            if name.is_some() {
-                return Err(de::Error::duplicate_field("env"));
-            }
-            name = Some(map.next_value()?);
+            other => Err(invalid_type(
+                &other,
+                at,
+                r#"a string or {"env": "VARIABLE_NAME"}"#,
+            )),
         }
-        name.map(Secret::Env)
-            .ok_or_else(|| de::Error::missing_field("env"))
     }
 }

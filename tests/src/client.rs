@@ -195,7 +195,7 @@ fn exchange(port: u16, method: &str, bytes: &[u8]) -> io::Result<Response> {
     result
 }
 
-fn read_response(stream: &TcpStream, method: &str) -> io::Result<Response> {
+pub(crate) fn read_response(stream: &TcpStream, method: &str) -> io::Result<Response> {
     let mut reader = BufReader::new(stream);
     loop {
         let head = wire::read_head(&mut reader, MAX_HEAD)?.ok_or_else(|| {

@@ -11,6 +11,7 @@
 mod cases;
 mod client;
 mod envoy;
+mod load;
 mod paths;
 mod ports;
 mod process;
@@ -24,11 +25,14 @@ mod wire;
 pub use cases::Cases;
 pub use client::{Request, Response, send, send_raw};
 pub use envoy::{Envoy, EnvoyOptions, envoy_expect_rejected};
-pub use paths::{envoy_binary, sim_binary, target_dir, wasm_path, workspace_root};
+pub use load::{Connection, Load, LoadSpec, Sample, run_load};
+pub use paths::{
+    envoy_binary, sim_binary, target_dir, test_hooks_wasm_path, wasm_path, workspace_root,
+};
 pub use ports::free_port;
 pub use process::wait_until;
 pub use scratch::Scratch;
 pub use sim::Sim;
 pub use stack::{Stack, StackOptions};
 pub use template::{render, yaml_string};
-pub use upstream::{Received, Upstream};
+pub use upstream::{Received, STATUS_HEADER, Upstream};

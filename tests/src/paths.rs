@@ -47,6 +47,32 @@ pub fn wasm_path() -> PathBuf {
     path
 }
 
+/// The module built with `--features test-hooks` (a request carrying `x-tollgate-test-crash` aborts its VM):
+/// `$TOLLGATE_TEST_HOOKS_WASM`, else `target/test-hooks/wasm32-wasip1/release/tollgate.wasm`, where `scripts/test`
+/// builds it with `--target-dir target/test-hooks`. Only for the test of VM reloads.
+pub fn test_hooks_wasm_path() -> PathBuf {
+    let path = match std::env::var_os("TOLLGATE_TEST_HOOKS_WASM") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => workspace_root().join("target/test-hooks/wasm32-wasip1/release/tollgate.wasm"),
+    };
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/test (or cargo build --release --target wasm32-wasip1 -p tollgate --features test-hooks --target-dir target/test-hooks)",
+        path.display()
+    );
+    let root = workspace_root();
+    if is_older_than_sources(
+        &path,
+        &[root.join("filter/src"), root.join("filter/Cargo.toml")],
+    ) {
+        eprintln!(
+            "warning: {} is older than filter/src: rebuild it with --features test-hooks --target-dir target/test-hooks",
+            path.display()
+        );
+    }
+    path
+}
+
 /// The simulator binary `<target>/debug/tollgate-sim`, built with `cargo build -p tollgate-sim` when it is missing or
 /// older than its sources (once per test process), so `cargo test -p tollgate-e2e` alone always runs the current sim.
 pub fn sim_binary() -> PathBuf {

@@ -31,6 +31,11 @@ pub struct StackOptions {
     pub seed: PathBuf,
     pub concurrency: u32,
     pub extra_vars: Vec<(String, String)>,
+    /// The module for `{{WASM_PATH}}`; `None` for [`wasm_path`] (e.g. [`test_hooks_wasm_path`] for a test that
+    /// crashes the VM on purpose).
+    ///
+    /// [`test_hooks_wasm_path`]: crate::test_hooks_wasm_path
+    pub wasm: Option<PathBuf>,
 }
 
 impl StackOptions {
@@ -46,6 +51,7 @@ impl StackOptions {
             seed: seed.into(),
             concurrency: 1,
             extra_vars: Vec::new(),
+            wasm: None,
         }
     }
 }
@@ -87,7 +93,8 @@ impl Stack {
         ];
         // Only a template that loads the filter needs it built, so the harness can be tested without it.
         if template.contains("{{WASM_PATH}}") {
-            vars.push(("WASM_PATH", wasm_path().display().to_string()));
+            let wasm = options.wasm.clone().unwrap_or_else(wasm_path);
+            vars.push(("WASM_PATH", wasm.display().to_string()));
         }
         vars.extend(
             options

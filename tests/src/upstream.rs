@@ -1,5 +1,8 @@
 //! Echo upstreams: the services Envoy forwards to. Each answers every request with a JSON description of what it
 //! received and records the request with its raw bytes, so tests can check what the filter let through.
+//!
+//! A request may choose its own answer's status with the header [`STATUS_HEADER`] (e.g. `x-echo-status: 404`), so
+//! concurrent clients can get different response codes from one upstream.
 
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -10,6 +13,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::wire;
+
+/// A request header naming the status of its answer (3 digits); it wins over [`Upstream::set_status`].
+pub const STATUS_HEADER: &str = "x-echo-status";
 
 /// Request heads larger than this are refused (Envoy never forwards more than its own 60 KiB default).
 const MAX_HEAD: usize = 1 << 20;
@@ -167,6 +173,7 @@ fn serve(stream: &TcpStream, state: &State) {
     let mut reader = BufReader::new(stream);
     while let Some(received) = read_request(&mut reader) {
         let closing = wants_close(&received) || state.stopped.load(Ordering::Relaxed);
+        let asked = asked_status(&received);
         let body = received.echo(&state.name).to_string();
         state
             .received
@@ -177,7 +184,7 @@ fn serve(stream: &TcpStream, state: &State) {
         if delay > 0 {
             std::thread::sleep(Duration::from_millis(delay));
         }
-        let status = state.status.load(Ordering::Relaxed);
+        let status = asked.unwrap_or_else(|| state.status.load(Ordering::Relaxed));
         let mut answer = format!(
             "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
             reason(status),
@@ -208,6 +215,12 @@ fn read_request(reader: &mut BufReader<&TcpStream>) -> Option<Received> {
         headers: head.headers,
         body,
     })
+}
+
+/// The status a request asks for with [`STATUS_HEADER`], when it is a valid one.
+fn asked_status(received: &Received) -> Option<u16> {
+    let status: u16 = received.header(STATUS_HEADER)?.trim().parse().ok()?;
+    (200..=599).contains(&status).then_some(status)
 }
 
 fn wants_close(received: &Received) -> bool {
@@ -311,6 +324,25 @@ mod tests {
         assert_eq!(response.status, 503);
         assert!(started.elapsed() >= Duration::from_millis(100));
         assert_eq!(response.upstream().as_deref(), Some("s"));
+    }
+
+    #[test]
+    fn a_request_can_ask_for_its_own_status() {
+        let upstream = Upstream::start("s");
+        upstream.set_status(503);
+        let asked = |value: &str| {
+            send(
+                upstream.port,
+                &Request::get("/").header(STATUS_HEADER, value),
+            )
+            .unwrap()
+            .status
+        };
+        assert_eq!(asked("404"), 404);
+        assert_eq!(asked(" 201 "), 201);
+        assert_eq!(asked("99"), 503, "not a valid status: the upstream's own");
+        assert_eq!(asked("abc"), 503);
+        assert_eq!(send(upstream.port, &Request::get("/")).unwrap().status, 503);
     }
 
     #[test]

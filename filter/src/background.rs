@@ -154,7 +154,8 @@ impl Background {
     }
 
     fn post(&self, host: &impl Host, body: &str) -> Option<u32> {
-        crate::callout::post_report(host, &self.config.backend, body)
+        let timeout = std::time::Duration::from_millis(self.config.cache.report_timeout_ms);
+        crate::callout::post_report(host, &self.config.backend, timeout, body)
     }
 
     /// One worker flushes per interval (a shared timestamp claimed with CAS), or as soon as enough

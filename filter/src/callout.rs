@@ -2,6 +2,7 @@
 //! authorization and the POST of a report, with the headers every call carries.
 
 use std::cell::Cell;
+use std::time::Duration;
 
 use crate::backend::call::options;
 use crate::config::Backend;
@@ -33,7 +34,12 @@ pub fn get(host: &impl Host, backend: &Backend, path: &str) -> Option<u32> {
 }
 
 /// `POST /transactions.xml` with a urlencoded batch.
-pub fn post_report(host: &impl Host, backend: &Backend, body: &str) -> Option<u32> {
+pub fn post_report(
+    host: &impl Host,
+    backend: &Backend,
+    timeout: Duration,
+    body: &str,
+) -> Option<u32> {
     let path = format!("{}/transactions.xml", backend.path_prefix);
     let headers = [
         (":method", "POST"),
@@ -49,7 +55,7 @@ pub fn post_report(host: &impl Host, backend: &Backend, body: &str) -> Option<u3
             &backend.cluster,
             &headers,
             Some(body.as_bytes()),
-            backend.timeout,
+            timeout,
         ),
     )?;
     host.count(Stat::ReportCalls);

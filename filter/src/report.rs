@@ -68,7 +68,11 @@ pub enum Outcome {
 pub fn outcome(status: Option<u16>, body: &[u8]) -> Outcome {
     let body = String::from_utf8_lossy(body);
     match status {
-        Some(202 | 200) => Outcome::Accepted,
+        // apisonator accepts a report with 202 and no body; anything else that looks like success
+        // (a proxy's page, garbage) proves nothing about the usage.
+        Some(202) => Outcome::Accepted,
+        Some(200) if body.trim().is_empty() => Outcome::Accepted,
+        Some(200..=299) => Outcome::Uncertain,
         Some(503)
             if body.contains("connection failure") || body.contains("no healthy upstream") =>
         {
@@ -134,7 +138,7 @@ pub fn collect(
     now_ms: u64,
     max_entries: usize,
 ) -> Collected {
-    let abandoned_after = config.backend.timeout.as_millis().saturating_mul(2) as u64 + 1000;
+    let abandoned_after = config.cache.report_timeout_ms.saturating_mul(2) + 1000;
     let mut collected = Collected::default();
     let mut shared: Vec<(Rc<Service>, Vec<Share>)> = Vec::new();
     for _ in 0..max_entries {
@@ -420,6 +424,10 @@ mod tests {
     #[test]
     fn answers_are_read_as_accepted_retry_uncertain_or_dropped() {
         assert_eq!(outcome(Some(202), b""), Outcome::Accepted);
+        assert_eq!(
+            outcome(Some(200), b"<html>not apisonator</html>"),
+            Outcome::Uncertain
+        );
         let refused = b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: 111";
         assert_eq!(outcome(Some(503), refused), Outcome::Retry);
         assert_eq!(outcome(Some(503), b"no healthy upstream"), Outcome::Retry);

@@ -18,6 +18,7 @@
 //! reports: [metric index · u8 period (index, | 8 when an end follows) · end (only then)
 //!           · max · current · used]
 //! pending: [code · metric index · delta]
+//! awaiting (after the batches): [code · metric index · delta], then awaiting_at_ms
 //! batches: [id · sent_at_ms · [code · metric index · delta]]
 //! ```
 
@@ -28,7 +29,7 @@ use super::entry::{Answer, Entry, MAX_LINKS, MAX_REPORTS};
 use super::unreported::{Batch, MAX_BATCHES, Tally, Unreported, is_reportable_code};
 
 /// Bumped on any layout change: entries of another version decode to `None`.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 const FLAG_DIRTY: u8 = 1;
 const FLAG_REFRESHING: u8 = 2;
@@ -39,7 +40,7 @@ const MAX_VARINT_BYTES: usize = 10;
 pub fn encode(entry: &Entry) -> Vec<u8> {
     let mut names = Names::default();
     names.add_answer(&entry.reports, &entry.hierarchy);
-    for tally in entry.unreported.tallies() {
+    for tally in entry.unreported.counted() {
         names.add(&tally.metric);
     }
     let mut out = Vec::with_capacity(64 + entry.key.len() + names.bytes + 16 * entry.reports.len());
@@ -73,6 +74,8 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
         put_varint(&mut out, batch.sent_at_ms);
         write_tallies(&mut out, &names, &batch.tallies);
     }
+    write_tallies(&mut out, &names, &entry.unreported.awaiting);
+    put_varint(&mut out, entry.unreported.awaiting_at_ms);
     out
 }
 
@@ -121,6 +124,8 @@ pub fn decode(bytes: &[u8]) -> Option<Entry> {
     let (reports, used) = read_reports(&mut input, &names)?;
     let pending = read_tallies(&mut input, &names)?;
     let batches = read_batches(&mut input, &names)?;
+    let awaiting = read_tallies(&mut input, &names)?;
+    let awaiting_at_ms = input.varint()?;
     if !input.bytes.is_empty() {
         return None;
     }
@@ -134,7 +139,12 @@ pub fn decode(bytes: &[u8]) -> Option<Entry> {
         reports,
         used,
         hierarchy,
-        unreported: Unreported { pending, batches },
+        unreported: Unreported {
+            pending,
+            batches,
+            awaiting,
+            awaiting_at_ms,
+        },
     })
 }
 

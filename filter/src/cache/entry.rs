@@ -178,6 +178,7 @@ impl Entry {
         self.reports = reports;
         self.hierarchy = hierarchy;
         self.roll_periods(now_ms / 1000);
+        self.unreported.expire_awaiting(now_ms);
         self.charge_unreported();
         true
     }
@@ -194,7 +195,7 @@ impl Entry {
         for (report, used) in self.reports.iter_mut().zip(self.used.iter_mut()) {
             let applied = self
                 .unreported
-                .tallies()
+                .counted()
                 .filter(|tally| lands_on(&self.hierarchy, &report.metric, &tally.metric))
                 .fold(0u64, |total, tally| total.saturating_add(tally.delta));
             *used = applied;
@@ -262,6 +263,8 @@ impl Entry {
         self.charge_limits(usage);
         if pending {
             self.record(usage, 0);
+        } else {
+            self.await_code(usage, now_s);
         }
         Admission::Allowed {
             plan: self.plan.clone(),
@@ -324,9 +327,18 @@ impl Entry {
         }
     }
 
-    /// Adds one request's usage to the pending report, under its response code (0: not known).
+    fn await_code(&mut self, usage: &Usage, now_s: u64) {
+        for (metric, delta) in usage.iter() {
+            self.unreported
+                .awaiting(metric, delta, now_s.saturating_mul(1000));
+        }
+    }
+
+    /// Adds one request's usage to the pending report, under its response code (0: not known);
+    /// if it was awaiting its code, it stops awaiting.
     pub fn record(&mut self, usage: &Usage, code: u16) {
         for (metric, delta) in usage.iter() {
+            self.unreported.answered(metric, delta);
             self.unreported.add(code, metric, delta);
         }
         if usage.iter().any(|(_, delta)| delta > 0) {
@@ -346,6 +358,7 @@ impl Entry {
     pub fn admit_unchecked_awaiting_code(&mut self, usage: &Usage, now_s: u64) {
         self.roll_periods(now_s);
         self.charge_limits(usage);
+        self.await_code(usage, now_s);
     }
 
     /// The upstream answered `code` to a request admitted with `usage`: its pending usage moves

@@ -35,7 +35,7 @@
 //! So an entry never exceeds `6259 + 630 × M + Σ (usage-only name + 2)` bytes: about 9.2 KiB
 //! for `M = 5`. That needs a 2 KiB key, an answer at the 4 KiB limit, 8 response codes and 4
 //! batches in flight at once. A typical entry (a 10-byte key, a plan with 4 limits on 3 metrics
-//! and its hierarchy, 2 metrics pending under 3 codes) takes 127 bytes (asserted in the tests),
+//! and its hierarchy, 2 metrics pending under 3 codes) takes 129 bytes (asserted in the tests),
 //! so 100k applications fit in about 12 MB of values at that size.
 //!
 //! Decoding rejects other versions: after an upgrade that changes [`VERSION`], old
@@ -57,4 +57,6 @@ pub use entry::{
 };
 pub use key::{PROBES, cache_key, parse_key, slot};
 pub use period::period_end_after;
-pub use unreported::{Batch, MAX_BATCHES, MAX_CODES, REQUESTS, Tally, Transaction, Transactions};
+pub use unreported::{
+    AWAITING_TIMEOUT_MS, Batch, MAX_BATCHES, MAX_CODES, REQUESTS, Tally, Transaction, Transactions,
+};

@@ -449,6 +449,37 @@ mod refreshes {
     }
 
     #[test]
+    fn requests_in_progress_keep_counting_across_a_refresh() {
+        let mut entry = authorized();
+        let request = usage(&[("get_hello", 3)]);
+        entry.admit_awaiting_code(&request, NOW);
+        assert_eq!(entry.pending().count(), 0, "not reportable before its code");
+        entry.refresh(Answer::Authorized, Some(&status(AUTHORIZED)), NOW_MS);
+        let used: Vec<u64> = entry.limits().map(|(_, used)| used).collect();
+        assert_eq!(
+            used,
+            vec![3, 3, 3, 0],
+            "hits month/day and get_hello hour still count it"
+        );
+        entry.record(&request, 200);
+        assert_eq!(pending(&entry), vec![(200, "get_hello", 3)]);
+        entry.refresh(Answer::Authorized, Some(&status(AUTHORIZED)), NOW_MS);
+        let used: Vec<u64> = entry.limits().map(|(_, used)| used).collect();
+        assert_eq!(used, vec![3, 3, 3, 0], "counted once: now as pending");
+        // A request whose VM died never ends: its usage is let go after the awaiting timeout.
+        entry.admit_awaiting_code(&usage(&[("hits", 5)]), NOW);
+        entry.refresh(
+            Answer::Authorized,
+            Some(&status(AUTHORIZED)),
+            NOW_MS + AWAITING_TIMEOUT_MS + 1,
+        );
+        let hits_month = entry.limits().next().map(|(_, used)| used);
+        assert_eq!(hits_month, Some(3));
+        let copy = Entry::decode(&entry.encode()).unwrap();
+        assert_eq!(copy, entry);
+    }
+
+    #[test]
     fn refresh_replaces_the_answer_and_confirmation() {
         let mut entry = Entry::new(key(), Answer::Unknown, None, NOW_MS).unwrap();
         entry.admit_unchecked(&usage(&[("get_hello", 2)]), NOW);
@@ -930,7 +961,7 @@ mod stored_form {
         entry.admit(&usage(&[("get_hello", 1)]), NOW);
         let bytes = entry.encode();
         // Quoted in the module documentation.
-        assert_eq!(bytes.len(), 127);
+        assert_eq!(bytes.len(), 129);
     }
 
     #[test]

@@ -51,7 +51,17 @@ pub type Transactions = Vec<Transaction>;
 pub struct Unreported {
     pub(super) pending: Vec<Tally>,
     pub(super) batches: Vec<Batch>,
+    /// Usage of requests admitted and still in progress (their response code decides their
+    /// transaction): not reportable yet, but already on the limits, so a refresh keeps counting it.
+    pub(super) awaiting: Vec<Tally>,
+    /// When usage last started awaiting its code: awaiting usage this old belongs to requests
+    /// whose VM died, and is let go at the next refresh.
+    pub(super) awaiting_at_ms: u64,
 }
+
+/// How long usage may await its response code before it is taken for the usage of requests that
+/// died with their VM (no request lasts this long through a gateway).
+pub const AWAITING_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 
 /// 3scale only accepts a 3-digit `log[code]`; anything else would void the whole report.
 pub fn is_reportable_code(code: u16) -> bool {
@@ -181,6 +191,51 @@ impl Unreported {
             .filter(|batch| now_ms.saturating_sub(batch.sent_at_ms) > older_than_ms)
             .map(|batch| batch.id)
             .collect()
+    }
+
+    /// Usage of a request in progress, until [`Unreported::answered`].
+    pub fn awaiting(&mut self, metric: &str, delta: u64, now_ms: u64) {
+        if delta == 0 {
+            return;
+        }
+        self.awaiting_at_ms = self.awaiting_at_ms.max(now_ms);
+        match self
+            .awaiting
+            .iter_mut()
+            .find(|tally| tally.metric == metric)
+        {
+            Some(tally) => tally.delta = tally.delta.saturating_add(delta),
+            None => self.awaiting.push(Tally {
+                code: 0,
+                metric: metric.to_owned(),
+                delta,
+            }),
+        }
+    }
+
+    /// A request in progress ended: up to `delta` units of `metric` stop awaiting (they are then
+    /// recorded as pending with their code).
+    pub fn answered(&mut self, metric: &str, delta: u64) {
+        if let Some(tally) = self
+            .awaiting
+            .iter_mut()
+            .find(|tally| tally.metric == metric)
+        {
+            tally.delta = tally.delta.saturating_sub(delta);
+        }
+        self.awaiting.retain(|tally| tally.delta > 0);
+    }
+
+    /// Lets go of awaiting usage older than [`AWAITING_TIMEOUT_MS`] (its requests died with a VM).
+    pub fn expire_awaiting(&mut self, now_ms: u64) {
+        if now_ms.saturating_sub(self.awaiting_at_ms) > AWAITING_TIMEOUT_MS {
+            self.awaiting.clear();
+        }
+    }
+
+    /// Everything the limits must count beyond 3scale's values: unacknowledged and in progress.
+    pub fn counted(&self) -> impl Iterator<Item = &Tally> {
+        self.tallies().chain(self.awaiting.iter())
     }
 
     /// Every tally not yet acknowledged: pending, then in flight.

@@ -617,6 +617,12 @@ fn cache_settings(raw: &RawCache) -> Result<CacheSettings, ConfigError> {
             "cache.report_batch_size",
         )?)
         .unwrap_or(500),
+        report_timeout_ms: bounded(
+            raw.report_timeout_ms,
+            5000,
+            100..=60_000,
+            "cache.report_timeout_ms",
+        )?,
         key_prefix,
     })
 }

@@ -55,6 +55,9 @@ pub struct CacheSettings {
     pub report_interval_ms: u64,
     /// Report as soon as this many applications have pending usage.
     pub report_batch_size: usize,
+    /// How long a report may take: longer than an authorization, since no request waits for it
+    /// and a timed-out report can only be counted as uncertain.
+    pub report_timeout_ms: u64,
     /// Prefix of every shared-data key and queue name (Istio gives every plugin the same `vm_id`).
     pub key_prefix: String,
 }

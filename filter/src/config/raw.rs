@@ -77,6 +77,7 @@ pub struct RawCache {
     pub ttl_seconds: Option<u64>,
     pub report_interval_ms: Option<u64>,
     pub report_batch_size: Option<usize>,
+    pub report_timeout_ms: Option<u64>,
     pub key_prefix: Option<String>,
 }
 
@@ -90,6 +91,7 @@ impl FromJson for RawCache {
                 "ttl_seconds",
                 "report_interval_ms",
                 "report_batch_size",
+                "report_timeout_ms",
                 "key_prefix",
             ],
         )?;
@@ -98,6 +100,7 @@ impl FromJson for RawCache {
             ttl_seconds: o.or_default("ttl_seconds")?,
             report_interval_ms: o.or_default("report_interval_ms")?,
             report_batch_size: o.or_default("report_batch_size")?,
+            report_timeout_ms: o.or_default("report_timeout_ms")?,
             key_prefix: o.or_default("key_prefix")?,
         })
     }

@@ -51,12 +51,7 @@ pub fn post_report(
     let token = dispatched(
         host,
         backend,
-        host.dispatch(
-            &backend.cluster,
-            &headers,
-            Some(body.as_bytes()),
-            timeout,
-        ),
+        host.dispatch(&backend.cluster, &headers, Some(body.as_bytes()), timeout),
     )?;
     host.count(Stat::ReportCalls);
     Some(token)

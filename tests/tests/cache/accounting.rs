@@ -137,7 +137,7 @@ fn exact_accounting_with_a_backend_slower_than_usual_within_the_timeout() {
 #[test]
 fn reports_slower_than_the_timeout_are_applied_by_3scale_and_counted_uncertain() {
     let config = filter_config(
-        json!({ "report_interval_ms": 200 }),
+        json!({ "report_interval_ms": 200, "report_timeout_ms": 500 }),
         500,
         vec![cache_service()],
     );

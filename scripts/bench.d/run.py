@@ -72,14 +72,11 @@ PEER = {"mode": "per_request", "report_response_codes": False}
 # Adding a configuration is one entry here.
 CONFIGURATIONS = [
     Configuration("envoy", "Envoy without the filter (the limit)", None),
-    # CACHE: the cache rows run with --only until the cache is final; then drop `default=False` (twice).
     # Mode `cache` is the default; naming it keeps each row saying what it measures.
-    Configuration("cache", "Tollgate, cache hits", {"mode": "cache"}, default=False),
+    Configuration("cache", "Tollgate, cache hits", {"mode": "cache"}),
     # The peer's behaviour: one authrep per request (tracking response codes would add a report after each).
     Configuration("per_request", "Tollgate per-request (one authrep per request)", PEER),
-    Configuration(
-        "cache_5ms", "Tollgate, cache hits, 3scale answering after 5 ms", {"mode": "cache"}, 5, default=False
-    ),
+    Configuration("cache_5ms", "Tollgate, cache hits, 3scale answering after 5 ms", {"mode": "cache"}, 5),
     Configuration("per_request_5ms", "Tollgate per-request, 3scale answering after 5 ms", PEER, 5),
 ]
 

@@ -26,8 +26,16 @@ impl Flow {
     pub(super) fn read_request(&self, host: &impl Host) -> Option<RequestInfo> {
         let headers = &self.config.headers;
         let debug_value = host.request_header(&headers.debug);
+        // Reading an absent header is cheaper than removing it (a removal also clears Envoy's route
+        // cache): remove only the copies a client actually sent.
         for name in headers.all() {
-            host.set_request_header(name, None);
+            let sent = match name == headers.debug {
+                true => debug_value.is_some(),
+                false => host.request_header(name).is_some(),
+            };
+            if sent {
+                host.set_request_header(name, None);
+            }
         }
         let service = select(&self.config, &mut Route { host })?;
         let debug =

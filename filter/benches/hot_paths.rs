@@ -298,9 +298,60 @@ mod config {
     }
 }
 
-// CACHE: benchmark the cache decision here once `tollgate::cache` settles: the whole local work of a
-// hit on the entry itself, `cache::Entry` decode from the shared-data bytes, admit the request's usage
-// against the cached limits plus the usage since the refresh, encode the updated entry.
+/// The cache decision on the entry itself: decode it from the shared-data bytes, admit the request's
+/// usage against the cached limits plus the usage since the refresh, encode it back. A hit does this
+/// once per request (or skips the decode when its VM wrote the entry last).
+mod cache_decision {
+    use super::*;
+    use tollgate::cache::{Answer, Entry, cache_key};
+    use tollgate::credentials::Credentials;
+    use tollgate::usage::Usage;
+
+    /// 2026-11-24 18:09:51 UTC: inside the periods of the observed body.
+    const NOW_MS: u64 = 1_795_543_791_000;
+
+    fn entry() -> Entry {
+        let key = cache_key(
+            "svc",
+            &Credentials::AppId {
+                app_id: "app-42".into(),
+                app_key: Some("key-42".into()),
+            },
+            None,
+        );
+        let status = parse_status(observed::WITH_HIERARCHY.as_bytes()).unwrap();
+        Entry::new(key, Answer::Authorized, Some(&status), NOW_MS).unwrap()
+    }
+
+    fn usage() -> Usage {
+        let mut usage = Usage::new();
+        usage.add(&Rc::from("get_hello"), 1);
+        usage
+    }
+
+    #[divan::bench]
+    fn decode_admit_encode(bencher: Bencher) {
+        let bytes = entry().encode();
+        let usage = usage();
+        bencher.bench_local(|| {
+            let mut entry = Entry::decode(black_box(&bytes)).unwrap();
+            let admission = entry.admit_awaiting_code(&usage, NOW_MS / 1000);
+            black_box((admission, entry.encode()))
+        });
+    }
+
+    /// The end of the request: the usage joins the pending report with its response code.
+    #[divan::bench]
+    fn record_with_code(bencher: Bencher) {
+        let bytes = entry().encode();
+        let usage = usage();
+        bencher.bench_local(|| {
+            let mut entry = Entry::decode(black_box(&bytes)).unwrap();
+            entry.record(&usage, 200);
+            black_box(entry.encode())
+        });
+    }
+}
 
 /// One request through `tollgate::flow::Flow` against a native host that answers from memory: the
 /// filter's own work per request, without Envoy's hostcall costs.

@@ -17,7 +17,7 @@ use crate::report::{BatchIds, Outcome, ReportCall, collect, outcome, settle};
 use crate::stats::Stat;
 use crate::store::update;
 use crate::usage::Usage;
-use crate::verdict::{BackendResponse, classify};
+use crate::verdict::classify;
 
 /// A stale entry to refresh with `authorize` (no usage: every limit is checked).
 pub struct RefreshJob {
@@ -248,15 +248,7 @@ impl Background {
 
     fn refreshed(&self, host: &impl Host, key: &str, response: &crate::host::CalloutResponse) {
         let now_ms = host.now_ms();
-        let backend_response = BackendResponse {
-            status: response.status,
-            rejection_reason: response.rejection_reason.as_deref(),
-            limit_remaining: response.limit_remaining,
-            limit_reset: response.limit_reset,
-            limit_max_value: response.limit_max_value,
-            body: &response.body,
-            now: now_ms / 1000,
-        };
+        let backend_response = response.backend_response(now_ms / 1000);
         let verdict = classify(&backend_response, &Usage::new());
         let Some((answer, status)) = Answer::from_verdict(&verdict) else {
             host.count(Stat::BackendErrors);

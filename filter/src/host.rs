@@ -29,6 +29,21 @@ pub struct CalloutResponse {
 }
 
 /// Shared data (the cache, the report queue) is reached through the same host.
+impl CalloutResponse {
+    /// What the verdict needs from the answer.
+    pub fn backend_response(&self, now: u64) -> crate::verdict::BackendResponse<'_> {
+        crate::verdict::BackendResponse {
+            status: self.status,
+            rejection_reason: self.rejection_reason.as_deref(),
+            limit_remaining: self.limit_remaining,
+            limit_reset: self.limit_reset,
+            limit_max_value: self.limit_max_value,
+            body: &self.body,
+            now,
+        }
+    }
+}
+
 pub trait Host: SharedStore {
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
     /// Sets (Some) or removes (None) a request header. Only before the request is resumed.

@@ -361,11 +361,7 @@ impl Flow {
                     &decided.usage,
                     unix_now(host),
                 );
-                allow.report = Some(Report::Single {
-                    service: Rc::clone(&decided.info.service),
-                    application: decided.credentials.clone(),
-                    usage: decided.usage.clone(),
-                });
+                allow.report = Some(Report::single(&decided));
                 self.forward(host, decided, allow)
             }
             Verdict::Denied {
@@ -483,11 +479,7 @@ impl Flow {
                     usage: decided.usage.clone(),
                 })
             }
-            Found::Missing | Found::Busy => Some(Report::Single {
-                service: Rc::clone(&decided.info.service),
-                application: decided.credentials.clone(),
-                usage: decided.usage.clone(),
-            }),
+            Found::Missing | Found::Busy => Some(Report::single(&decided)),
         };
         self.forward(
             host,

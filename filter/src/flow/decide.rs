@@ -19,7 +19,7 @@ use crate::mask::mask;
 use crate::ratelimit::{from_limit_headers, most_constraining};
 use crate::service::select;
 use crate::stats::Stat;
-use crate::verdict::{BackendResponse, Verdict, classify};
+use crate::verdict::{Verdict, classify};
 
 impl Flow {
     /// Cleans the incoming headers and finds the service; None when no service serves the request.
@@ -169,15 +169,7 @@ impl Flow {
         decided: Decided,
         response: &CalloutResponse,
     ) -> Action {
-        let backend_response = BackendResponse {
-            status: response.status,
-            rejection_reason: response.rejection_reason.as_deref(),
-            limit_remaining: response.limit_remaining,
-            limit_reset: response.limit_reset,
-            limit_max_value: response.limit_max_value,
-            body: &response.body,
-            now: unix_now(host),
-        };
+        let backend_response = response.backend_response(unix_now(host));
         let service_id = decided.info.service.id.clone();
         let verdict = classify(&backend_response, &decided.usage);
         if let Purpose::Fill { key } = &decided.purpose {
@@ -194,11 +186,7 @@ impl Flow {
                     unix_now(host),
                 );
                 if matches!(decided.purpose, Purpose::Authorize) {
-                    allow.report = Some(Report::Single {
-                        service: Rc::clone(&decided.info.service),
-                        application: decided.credentials.clone(),
-                        usage: decided.usage.clone(),
-                    });
+                    allow.report = Some(Report::single(&decided));
                 }
                 self.forward(host, decided, allow)
             }

@@ -92,6 +92,17 @@ enum Report {
     },
 }
 
+impl Report {
+    /// A report of its own for this request's usage.
+    fn single(decided: &Decided) -> Report {
+        Report::Single {
+            service: Rc::clone(&decided.info.service),
+            application: decided.credentials.clone(),
+            usage: decided.usage.clone(),
+        }
+    }
+}
+
 /// Why a request waits for 3scale.
 enum Purpose {
     /// `per_request` mode: authrep (usage reported by the call itself).

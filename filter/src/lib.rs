@@ -10,6 +10,7 @@ pub mod background;
 pub mod cache;
 pub mod callout;
 pub mod category;
+pub mod codes;
 pub mod config;
 pub mod credentials;
 pub mod flow;

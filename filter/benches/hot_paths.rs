@@ -26,7 +26,7 @@ use tollgate::credentials::{Extracted, Source, extract};
 use tollgate::flow::Flow;
 use tollgate::host::{CalloutResponse, DispatchError, Host};
 use tollgate::stats::Stat;
-use tollgate::store::{Queue, SharedStore, StoreError};
+use tollgate::store::{SharedStore, StoreError};
 
 #[global_allocator]
 static ALLOC: AllocProfiler = AllocProfiler::system();
@@ -649,12 +649,12 @@ impl SharedStore for CountingHost {
         shared.insert(key.to_string(), (value.to_vec(), cas));
         Ok(())
     }
-    fn enqueue(&self, _queue: Queue, value: &[u8]) -> Result<(), StoreError> {
+    fn enqueue(&self, value: &[u8]) -> Result<(), StoreError> {
         self.record("enqueue_shared_queue");
         self.queue.borrow_mut().push_back(value.to_vec());
         Ok(())
     }
-    fn dequeue(&self, _queue: Queue) -> Option<Vec<u8>> {
+    fn dequeue(&self) -> Option<Vec<u8>> {
         self.record("dequeue_shared_queue");
         self.queue.borrow_mut().pop_front()
     }

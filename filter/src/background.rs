@@ -126,7 +126,6 @@ impl Background {
                 self.calls.push((token, Call::Single { units }));
             }
         }
-        crate::codes::drain(host, &self.config);
         if self.flush_due(host, now_ms) {
             self.flush(host, now_ms);
         }

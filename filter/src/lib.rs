@@ -10,7 +10,6 @@ pub mod background;
 pub mod cache;
 pub mod callout;
 pub mod category;
-pub mod codes;
 pub mod config;
 pub mod credentials;
 pub mod flow;

@@ -14,7 +14,7 @@ use crate::cache::slots::{Found, Slots};
 use crate::cache::{Transaction, parse_key};
 use crate::config::{Config, Service};
 use crate::credentials::Credentials;
-use crate::store::{Queue, SharedStore};
+use crate::store::SharedStore;
 
 /// How many transactions one application may add to a report: a response code is counted once
 /// per transaction, so each request with a code is a transaction of its own, up to this many per
@@ -87,7 +87,7 @@ pub fn outcome(status: Option<u16>, body: &[u8]) -> Outcome {
 
 /// Queues slot `slot` for the next flush, and counts it for the flush's size trigger.
 pub fn mark_dirty(store: &impl SharedStore, prefix: &str, slot: u32) {
-    if store.enqueue(Queue::Dirty, &slot.to_le_bytes()).is_err() {
+    if store.enqueue(&slot.to_le_bytes()).is_err() {
         log::warn!(
             "tollgate: cannot queue a cache slot for reporting; it is picked up at its next request"
         );
@@ -144,7 +144,7 @@ pub fn collect(
     for _ in 0..max_entries {
         let Some(slot) = slots
             .store
-            .dequeue(Queue::Dirty)
+            .dequeue()
             .and_then(|bytes| Some(u32::from_le_bytes(bytes.try_into().ok()?)))
         else {
             break;
@@ -566,10 +566,7 @@ mod tests {
             assert_eq!(pending, 0);
             assert!(inflight > 0);
         }
-        assert!(
-            store.dequeue(Queue::Dirty).is_none(),
-            "the queue was drained"
-        );
+        assert!(store.dequeue().is_none(), "the queue was drained");
     }
 
     #[test]

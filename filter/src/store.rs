@@ -12,23 +12,15 @@ pub enum StoreError {
     Other,
 }
 
-/// The shared queues Tollgate uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Queue {
-    /// Slots whose entries have usage to report.
-    Dirty,
-    /// Ended requests' usage with its response code, on its way into the entries.
-    Codes,
-}
-
 pub trait SharedStore {
     /// The value and its CAS number; None when the key was never written. An empty value is a
     /// removed key (Envoy keeps its CAS number).
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
     /// Writes `value` if the key's CAS number is still `cas` (None: unconditionally).
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
-    fn enqueue(&self, queue: Queue, value: &[u8]) -> Result<(), StoreError>;
-    fn dequeue(&self, queue: Queue) -> Option<Vec<u8>>;
+    /// Appends to the queue of slots with usage to report.
+    fn enqueue(&self, value: &[u8]) -> Result<(), StoreError>;
+    fn dequeue(&self) -> Option<Vec<u8>>;
 }
 
 const CREATE_CAS: u32 = 1;
@@ -70,15 +62,14 @@ pub fn update<T>(
 #[cfg(test)]
 pub mod memory {
     //! An in-memory [`SharedStore`] with Envoy's CAS semantics, for native tests.
-    use super::{Queue, SharedStore, StoreError};
+    use super::{SharedStore, StoreError};
     use std::cell::RefCell;
     use std::collections::{HashMap, VecDeque};
 
     #[derive(Default)]
     pub struct MemoryStore {
         pub data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-        pub dirty: RefCell<VecDeque<Vec<u8>>>,
-        pub codes: RefCell<VecDeque<Vec<u8>>>,
+        pub queue: RefCell<VecDeque<Vec<u8>>>,
     }
 
     impl SharedStore for MemoryStore {
@@ -99,22 +90,13 @@ pub mod memory {
             Ok(())
         }
 
-        fn enqueue(&self, queue: Queue, value: &[u8]) -> Result<(), StoreError> {
-            self.of(queue).borrow_mut().push_back(value.to_vec());
+        fn enqueue(&self, value: &[u8]) -> Result<(), StoreError> {
+            self.queue.borrow_mut().push_back(value.to_vec());
             Ok(())
         }
 
-        fn dequeue(&self, queue: Queue) -> Option<Vec<u8>> {
-            self.of(queue).borrow_mut().pop_front()
-        }
-    }
-
-    impl MemoryStore {
-        fn of(&self, queue: Queue) -> &RefCell<VecDeque<Vec<u8>>> {
-            match queue {
-                Queue::Dirty => &self.dirty,
-                Queue::Codes => &self.codes,
-            }
+        fn dequeue(&self) -> Option<Vec<u8>> {
+            self.queue.borrow_mut().pop_front()
         }
     }
 }

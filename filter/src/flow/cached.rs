@@ -11,7 +11,6 @@ use crate::background::{RefreshJob, request_refresh};
 use crate::cache::slots::{Found, Slots};
 use crate::cache::{Admission, Answer, Entry, cache_key};
 use crate::category::Category;
-use crate::codes::{self, CodeRecord};
 use crate::config::{Policy, Service};
 use crate::credentials::Credentials;
 use crate::host::{Action, Host};
@@ -71,8 +70,8 @@ fn admit_unchecked(entry: &mut Entry, usage: &Usage, now_s: u64, codes: bool) {
 }
 
 /// The end of an allowed request: its usage joins the entry's pending report with the response
-/// code its client got (0 when no response came), through the response-code queue (see
-/// [`crate::codes`]); folded at once if the queue refuses it.
+/// code its client got (0 when no response came). An entry gone meanwhile (its slot was reused)
+/// means a report of its own: usage is never dropped.
 pub(super) fn record(
     host: &impl Host,
     config: &crate::config::Config,
@@ -81,9 +80,43 @@ pub(super) fn record(
     usage: &Usage,
     code: u16,
 ) {
-    let record = CodeRecord::new(slot, key, usage, code);
-    if !codes::queue(host, &record) {
-        codes::fold(host, config, vec![record]);
+    let slots = Slots {
+        store: host,
+        prefix: &config.cache.key_prefix,
+        count: config.cache.slots,
+    };
+    let mut change = |entry: &mut Entry| {
+        entry.record(usage, code);
+        let newly_dirty = !entry.dirty && entry.has_pending();
+        entry.dirty |= newly_dirty;
+        (newly_dirty, true)
+    };
+    let found = match slots.update_slot(slot, key, &mut change) {
+        Found::Missing => slots.update(key, &mut change),
+        found => found,
+    };
+    match found {
+        Found::Entry {
+            slot,
+            result: newly_dirty,
+        } => {
+            if newly_dirty {
+                mark_dirty(host, &config.cache.key_prefix, slot);
+            }
+        }
+        Found::Missing | Found::Busy => {
+            let service = crate::cache::parse_key(key).and_then(|(id, application)| {
+                Some((config.services.iter().find(|s| s.id == id)?, application))
+            });
+            if let Some((service, application)) = service {
+                crate::background::send_report(
+                    Rc::clone(service),
+                    application,
+                    usage,
+                    (code != 0).then_some(code),
+                );
+            }
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::host::{CalloutResponse, DispatchError, Host};
 use crate::stats::Stat;
-use crate::store::{Queue, SharedStore, StoreError};
+use crate::store::{SharedStore, StoreError};
 
 /// The request headers a decision may read, copied while they were still readable.
 #[derive(Debug, Default)]
@@ -128,11 +128,11 @@ impl<H: Host> SharedStore for Released<'_, H> {
         self.host.set(key, value, cas)
     }
 
-    fn enqueue(&self, queue: Queue, value: &[u8]) -> Result<(), StoreError> {
-        self.host.enqueue(queue, value)
+    fn enqueue(&self, value: &[u8]) -> Result<(), StoreError> {
+        self.host.enqueue(value)
     }
 
-    fn dequeue(&self, queue: Queue) -> Option<Vec<u8>> {
-        self.host.dequeue(queue)
+    fn dequeue(&self) -> Option<Vec<u8>> {
+        self.host.dequeue()
     }
 }

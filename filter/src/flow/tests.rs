@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::host::{Action, CalloutResponse, DispatchError, Host};
 use crate::stats::Stat;
 use crate::store::memory::MemoryStore;
-use crate::store::{Queue, SharedStore, StoreError};
+use crate::store::{SharedStore, StoreError};
 
 /// A local reply: status, headers, body.
 type Reply = (u16, Vec<(String, String)>, String);
@@ -104,11 +104,11 @@ impl SharedStore for FakeHost {
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
         self.store.set(key, value, cas)
     }
-    fn enqueue(&self, queue: Queue, value: &[u8]) -> Result<(), StoreError> {
-        self.store.enqueue(queue, value)
+    fn enqueue(&self, value: &[u8]) -> Result<(), StoreError> {
+        self.store.enqueue(value)
     }
-    fn dequeue(&self, queue: Queue) -> Option<Vec<u8>> {
-        self.store.dequeue(queue)
+    fn dequeue(&self) -> Option<Vec<u8>> {
+        self.store.dequeue()
     }
 }
 
@@ -580,12 +580,6 @@ mod cache_mode {
         flow.on_log(&host);
         assert_eq!(
             entry_pending(&host, "a1"),
-            Vec::new(),
-            "queued with its code"
-        );
-        crate::codes::drain(&host, &config);
-        assert_eq!(
-            entry_pending(&host, "a1"),
             vec![(201, "hits".to_string(), 1)],
             "usage and its code together"
         );
@@ -609,13 +603,10 @@ mod cache_mode {
         );
         assert_eq!(host.dispatched.borrow().len(), calls_before);
         assert!(
-            host.store.dequeue(Queue::Dirty).is_some(),
+            host.store.dequeue().is_some(),
             "the entry was queued for the report flush"
         );
-        assert!(
-            host.store.dequeue(Queue::Dirty).is_none(),
-            "once, not per request"
-        );
+        assert!(host.store.dequeue().is_none(), "once, not per request");
     }
 
     #[test]
@@ -653,7 +644,6 @@ mod cache_mode {
                 assert_eq!(entry_pending(&host, "a1"), Vec::new(), "until the response");
                 *host.status.borrow_mut() = Some("502".into());
                 flow.on_log(&host);
-                crate::codes::drain(&host, &config);
                 assert_eq!(
                     entry_pending(&host, "a1"),
                     vec![(502, "hits".to_string(), 1)],

@@ -51,7 +51,7 @@ impl RootContext for Root {
         match Config::load(&json, &|name| std::env::var(name).ok()) {
             Ok(config) => {
                 host::define_metrics();
-                store::register_queues(&config.cache.key_prefix);
+                store::register_queue(&format!("{}.dirty", config.cache.key_prefix));
                 let config = Rc::new(config);
                 let background = Background::new(Rc::clone(&config), vm_nonce(self.id));
                 let period = Duration::from_millis(background.tick_period_ms());

@@ -6,42 +6,19 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
 use super::host::ProxyHost;
-use crate::store::{Queue, SharedStore, StoreError};
+use crate::store::{SharedStore, StoreError};
 
 thread_local! {
-    /// The shared queues of this VM's `vm_id` (dirty slots, response codes), registered in
-    /// `on_configure`.
-    static QUEUES: Cell<[Option<u32>; 2]> = const { Cell::new([None, None]) };
+    /// The dirty-slot queue of this VM's `vm_id`, registered in `on_configure`.
+    static QUEUE: Cell<Option<u32>> = const { Cell::new(None) };
 }
 
-fn index(queue: Queue) -> usize {
-    match queue {
-        Queue::Dirty => 0,
-        Queue::Codes => 1,
+/// Registers (or finds: the id is the same for every VM sharing the `vm_id`) the dirty-slot queue.
+pub fn register_queue(name: &str) {
+    match hostcalls::register_shared_queue(name) {
+        Ok(id) => QUEUE.with(|q| q.set(Some(id))),
+        Err(status) => log::error!("tollgate: cannot register the shared queue {name}: {status:?}"),
     }
-}
-
-/// Registers (or finds: the id is the same for every VM sharing the `vm_id`) Tollgate's queues.
-pub fn register_queues(prefix: &str) {
-    for (queue, name) in [(Queue::Dirty, "dirty"), (Queue::Codes, "codes")] {
-        let name = format!("{prefix}.{name}");
-        match hostcalls::register_shared_queue(&name) {
-            Ok(id) => QUEUES.with(|queues| {
-                let mut ids = queues.get();
-                if let Some(slot) = ids.get_mut(index(queue)) {
-                    *slot = Some(id);
-                }
-                queues.set(ids);
-            }),
-            Err(status) => {
-                log::error!("tollgate: cannot register the shared queue {name}: {status:?}")
-            }
-        }
-    }
-}
-
-fn queue_id(queue: Queue) -> Option<u32> {
-    QUEUES.with(|queues| queues.get().get(index(queue)).copied().flatten())
 }
 
 impl SharedStore for ProxyHost {
@@ -59,13 +36,13 @@ impl SharedStore for ProxyHost {
         })
     }
 
-    fn enqueue(&self, queue: Queue, value: &[u8]) -> Result<(), StoreError> {
-        let id = queue_id(queue).ok_or(StoreError::Other)?;
+    fn enqueue(&self, value: &[u8]) -> Result<(), StoreError> {
+        let id = QUEUE.with(Cell::get).ok_or(StoreError::Other)?;
         hostcalls::enqueue_shared_queue(id, Some(value)).map_err(|_| StoreError::Other)
     }
 
-    fn dequeue(&self, queue: Queue) -> Option<Vec<u8>> {
-        let id = queue_id(queue)?;
+    fn dequeue(&self) -> Option<Vec<u8>> {
+        let id = QUEUE.with(Cell::get)?;
         hostcalls::dequeue_shared_queue(id).ok().flatten()
     }
 }

@@ -48,6 +48,11 @@ impl HostGlob {
         }
     }
 
+    /// Whether the glob names every host on every port (`*`).
+    pub fn matches_every_host(&self) -> bool {
+        self.port.is_none() && !self.host.is_empty() && self.host.iter().all(|&c| c == b'*')
+    }
+
     /// The pattern as configured.
     pub fn as_str(&self) -> &str {
         &self.pattern
@@ -188,6 +193,14 @@ mod tests {
         assert!(!g.matches(b"api.example.com.evil"));
         assert!(!g.matches(b"xapi.example.com"));
         assert_eq!(g.as_str(), "API.example.com");
+    }
+
+    #[test]
+    fn only_a_lone_star_names_every_host() {
+        assert!(glob("*").matches_every_host());
+        assert!(glob("**").matches_every_host());
+        assert!(!glob("*:8443").matches_every_host());
+        assert!(!glob("*.example.com").matches_every_host());
     }
 
     #[test]

@@ -42,7 +42,8 @@ HERE = Path(__file__).resolve().parent
 OUT_DIR = ROOT / "target" / "bench"
 DOC = ROOT / "docs" / "benchmarks.md"
 TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-WASM = TARGET_DIR / "wasm32-wasip1" / "release" / "tollgate.wasm"
+# TOLLGATE_BENCH_WASM measures another build of the module (e.g. one with a part of the path cut out).
+WASM = Path(os.environ.get("TOLLGATE_BENCH_WASM", TARGET_DIR / "wasm32-wasip1" / "release" / "tollgate.wasm"))
 SIM = TARGET_DIR / "release" / "tollgate-sim"
 OHA_LOCAL = ROOT / ".tools" / "bin" / "oha"
 
@@ -78,6 +79,9 @@ CONFIGURATIONS = [
     Configuration("per_request", "Tollgate per-request (one authrep per request)", PEER),
     Configuration("cache_5ms", "Tollgate, cache hits, 3scale answering after 5 ms", {"mode": "cache"}, 5),
     Configuration("per_request_5ms", "Tollgate per-request, 3scale answering after 5 ms", PEER, 5),
+    # What tracking response codes costs a cache hit (the end-of-request update of the entry).
+    Configuration("cache_no_codes", "Tollgate, cache hits, response codes not reported", {"mode": "cache", "report_response_codes": False}, default=False),
+    Configuration("cache_no_strip", "TEMP", {"mode": "cache", "credentials": {"kind": "app_id", "locations": ["query", "header"], "strip": False}}, default=False),
 ]
 
 

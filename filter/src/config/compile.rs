@@ -90,12 +90,22 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         role: raw.role.unwrap_or_default(),
         backend,
         uses_route_names: services.iter().any(|s| !s.route_names.is_empty()),
+        sole_service: sole_service(&services),
         services,
         pass_unknown: raw.unknown_service == Some(UnknownService::Pass),
         headers,
         replies,
         form_body_limit,
     })
+}
+
+/// With one service answering for every host, route metadata, route names and the Host cannot
+/// change which service serves a request.
+fn sole_service(services: &[Rc<Service>]) -> Option<Rc<Service>> {
+    match services {
+        [only] if only.hosts.iter().any(HostGlob::matches_every_host) => Some(Rc::clone(only)),
+        _ => None,
+    }
 }
 
 fn backend(raw: &RawConfig) -> Result<Backend, ConfigError> {

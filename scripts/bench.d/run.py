@@ -80,8 +80,12 @@ CONFIGURATIONS = [
     Configuration("cache_5ms", "Tollgate, cache hits, 3scale answering after 5 ms", {"mode": "cache"}, 5),
     Configuration("per_request_5ms", "Tollgate per-request, 3scale answering after 5 ms", PEER, 5),
     # What tracking response codes costs a cache hit (the end-of-request update of the entry).
-    Configuration("cache_no_codes", "Tollgate, cache hits, response codes not reported", {"mode": "cache", "report_response_codes": False}, default=False),
-    Configuration("cache_no_strip", "TEMP", {"mode": "cache", "credentials": {"kind": "app_id", "locations": ["query", "header"], "strip": False}}, default=False),
+    Configuration(
+        "cache_no_codes",
+        "Tollgate, cache hits, response codes not reported",
+        {"mode": "cache", "report_response_codes": False},
+        default=False,
+    ),
 ]
 
 

@@ -557,6 +557,13 @@ impl Host for CountingHost {
         });
         value
     }
+    fn request_headers(&self) -> Option<Vec<u8>> {
+        self.record("get_http_request_headers (the map)");
+        let headers = self.request_headers.borrow();
+        Some(tollgate::pairs::encode(
+            headers.iter().map(|(n, v)| (n.as_bytes(), v.as_slice())),
+        ))
+    }
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) {
         self.record(if value.is_some() {
             "set_http_request_header"

@@ -46,6 +46,9 @@ impl CalloutResponse {
 
 pub trait Host: SharedStore {
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
+    /// Every request header in proxy-wasm's map encoding ([`crate::pairs`]): one hostcall where
+    /// reading headers one by one costs one each. None when the host could not give them.
+    fn request_headers(&self) -> Option<Vec<u8>>;
     /// Sets (Some) or removes (None) a request header. Only before the request is resumed.
     fn set_request_header(&self, name: &str, value: Option<&[u8]>);
     fn request_body(&self, size: usize) -> Option<Vec<u8>>;

@@ -17,6 +17,7 @@ pub mod glob;
 pub mod host;
 pub mod mapping;
 pub mod mask;
+pub mod pairs;
 pub mod ratelimit;
 pub mod reply;
 pub mod report;

@@ -76,9 +76,8 @@ mod tests {
     }
 
     fn config(services: &str) -> Config {
-        let json = format!(
-            r#"{{"backend": {{"cluster": "threescale"}}, "services": [{services}]}}"#
-        );
+        let json =
+            format!(r#"{{"backend": {{"cluster": "threescale"}}, "services": [{services}]}}"#);
         Config::load(json.as_bytes(), &|_| None).unwrap()
     }
 
@@ -134,9 +133,6 @@ mod tests {
         assert_eq!(selected(&sole), (Some("svc-a".into()), vec![]));
         // Metadata could still name it for another Host: it is read.
         let one_host = config(&service("svc-a", r#"{"hosts": ["x.example.com"]}"#));
-        assert_eq!(
-            selected(&one_host),
-            (None, vec!["metadata", "authority"])
-        );
+        assert_eq!(selected(&one_host), (None, vec!["metadata", "authority"]));
     }
 }

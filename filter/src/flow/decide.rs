@@ -5,7 +5,6 @@ use std::rc::Rc;
 use super::forward::Allow;
 use super::forward::unix_now;
 use super::refuse::Denial;
-use super::released::HeaderSnapshot;
 use super::source::{RequestSource, Route};
 use super::{Decided, Flow, Purpose, Report, RequestInfo, Stage};
 use crate::args::{Args, split_path};
@@ -277,17 +276,13 @@ pub(super) fn needs_form_body(host: &impl Host, info: &RequestInfo) -> bool {
     }
 }
 
-/// Before letting the headers go: copy what the decision may read, and drop `content-length` when
-/// form credentials may be stripped (Envoy then frames the shortened body itself).
-pub(super) fn release_headers(host: &impl Host, info: &RequestInfo) -> HeaderSnapshot {
+/// Before letting the headers go: drop `content-length` when form credentials may be stripped
+/// (Envoy then frames the shortened body itself).
+pub(super) fn release_headers(host: &impl Host, info: &RequestInfo) {
     let spec = &info.service.credentials;
-    let mut names = spec.names_at(Location::Header);
-    names.extend(["authorization", "referer", "x-request-id", "content-type"]);
-    let snapshot = HeaderSnapshot::take(host, &names);
     if info.service.strip_credentials && spec.locations.contains(&Location::Form) {
         host.set_request_header("content-length", None);
     }
-    snapshot
 }
 
 fn starts_with_ignore_case(value: &[u8], prefix: &[u8]) -> bool {

@@ -9,8 +9,8 @@ mod cached;
 mod debug;
 mod decide;
 mod forward;
+mod headers;
 mod refuse;
-mod released;
 mod source;
 #[cfg(test)]
 mod tests;
@@ -22,7 +22,7 @@ use crate::credentials::{Credentials, Location};
 use crate::host::{Action, Host};
 use crate::ratelimit::RateLimit;
 use crate::usage::Usage;
-use released::{HeaderSnapshot, Released};
+use headers::{HeaderSnapshot, HeaderView};
 
 pub use debug::DebugInfo;
 
@@ -122,16 +122,23 @@ impl Flow {
     }
 
     pub fn on_request_headers(&mut self, host: &impl Host, end_of_stream: bool) -> Action {
-        let Some(mut info) = self.read_request(host) else {
-            return self.unmatched(host);
+        let snapshot = HeaderSnapshot::take(host);
+        let view = HeaderView {
+            host,
+            snapshot: &snapshot,
+            released: false,
         };
-        if !end_of_stream && decide::needs_form_body(host, &info) {
-            info.snapshot = Some(decide::release_headers(host, &info));
+        let Some(mut info) = self.read_request(&view) else {
+            return self.unmatched(&view);
+        };
+        if !end_of_stream && decide::needs_form_body(&view, &info) {
+            decide::release_headers(&view, &info);
+            info.snapshot = Some(snapshot);
             info.released = true;
             self.stage = Stage::WaitingForBody(Box::new(info));
             return Action::Continue;
         }
-        self.decide(host, info, None)
+        self.decide(&view, info, None)
     }
 
     pub fn on_request_body(
@@ -157,9 +164,10 @@ impl Flow {
             host.request_body(body_size)
         };
         let snapshot = info.snapshot.take().unwrap_or_default();
-        let released = Released {
+        let released = HeaderView {
             host,
             snapshot: &snapshot,
+            released: true,
         };
         let action = self.decide(&released, *info, body);
         self.keep_snapshot(snapshot);
@@ -175,9 +183,10 @@ impl Flow {
         let response = host.callout_response(body_size);
         let action = match decided.info.snapshot.take() {
             Some(snapshot) => {
-                let released = Released {
+                let released = HeaderView {
                     host,
                     snapshot: &snapshot,
+                    released: true,
                 };
                 self.conclude(&released, *decided, &response)
             }

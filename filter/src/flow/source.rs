@@ -4,6 +4,7 @@ use crate::args::Args;
 use crate::config::JwtSource;
 use crate::credentials::Source;
 use crate::host::Host;
+use crate::pairs;
 use crate::service::RouteInfo;
 
 pub struct RequestSource<'a, H: Host> {
@@ -69,35 +70,14 @@ impl<H: Host> RouteInfo for Route<'_, H> {
     }
 }
 
-/// The first element when `value` is a list in proxy-wasm's pair encoding (a little-endian u32 count,
-/// then a (key length, value length) u32 pair per entry, then each key and value NUL-terminated; list
-/// elements are keys with empty values); otherwise `value` itself.
+/// The first element when `value` is a list in proxy-wasm's map encoding (list elements are keys
+/// with empty values); otherwise `value` itself.
 fn first_of_list(value: Vec<u8>) -> Vec<u8> {
-    decode_first_key(&value).unwrap_or(value)
-}
-
-fn decode_first_key(bytes: &[u8]) -> Option<Vec<u8>> {
-    let u32_at = |at: usize| -> Option<usize> {
-        let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        usize::try_from(u32::from_le_bytes(raw)).ok()
-    };
-    let count = u32_at(0)?;
-    if count == 0 || count > 1024 {
-        return None;
+    let first = pairs::decode(&value).and_then(|entries| entries.into_iter().next());
+    match first.and_then(|(key, _)| value.get(key)) {
+        Some(key) => key.to_vec(),
+        None => value,
     }
-    let mut sizes = Vec::with_capacity(count);
-    for i in 0..count {
-        sizes.push((u32_at(4 + 8 * i)?, u32_at(8 + 8 * i)?));
-    }
-    let data_start = 4 + 8 * count;
-    let data_len: usize = sizes.iter().map(|(k, v)| k + v + 2).sum();
-    if data_start.checked_add(data_len)? != bytes.len() {
-        return None;
-    }
-    let (first_key, _) = *sizes.first()?;
-    bytes
-        .get(data_start..data_start + first_key)
-        .map(<[u8]>::to_vec)
 }
 
 #[cfg(test)]

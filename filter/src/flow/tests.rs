@@ -35,6 +35,10 @@ struct FakeHost {
     elapsed: Cell<u64>,
     /// The upstream's `:status`, as `on_log` reads it.
     status: RefCell<Option<String>>,
+    /// Request headers read one by one (rather than from the map).
+    single_reads: Cell<usize>,
+    /// The host cannot give the header map.
+    no_header_map: bool,
 }
 
 impl FakeHost {
@@ -114,11 +118,21 @@ impl SharedStore for FakeHost {
 
 impl Host for FakeHost {
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.single_reads.set(self.single_reads.get() + 1);
         self.request_headers
             .borrow()
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
+    }
+    fn request_headers(&self) -> Option<Vec<u8>> {
+        if self.no_header_map {
+            return None;
+        }
+        let headers = self.request_headers.borrow();
+        Some(crate::pairs::encode(
+            headers.iter().map(|(n, v)| (n.as_bytes(), v.as_slice())),
+        ))
     }
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) {
         let mut headers = self.request_headers.borrow_mut();
@@ -272,6 +286,39 @@ fn an_authorized_request_is_routed_by_plan_with_credentials_stripped() {
     assert_eq!(
         *host.stats.borrow(),
         vec![Stat::BackendCalls, Stat::Allowed]
+    );
+}
+
+#[test]
+fn request_headers_are_read_in_one_hostcall_and_one_by_one_without_the_map() {
+    let headers = [
+        ("app_id", "a1"),
+        ("app_key", "k1"),
+        ("x-tollgate-plan", "forged"),
+    ];
+    let authrep = "/transactions/authrep.xml?service_token=secret-token&service_id=svc1&app_id=a1&app_key=k1&usage%5Bget_items%5D=1";
+
+    let host = api("GET", "/items", &headers);
+    assert_eq!(new_flow().on_request_headers(&host, true), Action::Pause);
+    assert_eq!(host.callout_path(), authrep);
+    assert_eq!(host.single_reads.get(), 0);
+    assert_eq!(
+        host.header("x-tollgate-plan"),
+        None,
+        "forged header removed"
+    );
+
+    let host = FakeHost {
+        no_header_map: true,
+        ..api("GET", "/items", &headers)
+    };
+    assert_eq!(new_flow().on_request_headers(&host, true), Action::Pause);
+    assert_eq!(host.callout_path(), authrep);
+    assert!(host.single_reads.get() > 0);
+    assert_eq!(
+        host.header("x-tollgate-plan"),
+        None,
+        "forged header removed"
     );
 }
 

@@ -6,6 +6,8 @@
 
 use proxy_wasm::types::{BufferType, MapType, Status, StreamType};
 
+use crate::pairs;
+
 #[link(wasm_import_module = "env")]
 unsafe extern "C" {
     fn proxy_replace_header_map_value(
@@ -44,6 +46,11 @@ unsafe extern "C" {
         grpc_status: i32,
     ) -> Status;
     fn proxy_continue_stream(stream_type: StreamType) -> Status;
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
 }
 
 fn result(status: Status) -> Result<(), Status> {
@@ -68,6 +75,20 @@ pub fn set_header(map: MapType, name: &str, value: Option<&[u8]>) -> Result<(), 
         }
     };
     result(status)
+}
+
+/// Every entry of a header map, in proxy-wasm's map encoding ([`pairs`]).
+pub fn header_map(map: MapType) -> Result<Vec<u8>, Status> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: both out-pointers are live locals.
+    result(unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) })?;
+    if data.is_null() {
+        return Ok(Vec::new());
+    }
+    // SAFETY: the host allocated `size` bytes through this module's `proxy_on_memory_allocate`,
+    // which hands out the buffer of a `Vec<u8>` with capacity `size`: owning it as one is sound.
+    Ok(unsafe { Vec::from_raw_parts(data, size, size) })
 }
 
 pub fn set_property(path: &[&str], value: &[u8]) -> Result<(), Status> {
@@ -97,7 +118,7 @@ pub fn send_local_response(
     body: &[u8],
     grpc_status: i32,
 ) -> Result<(), Status> {
-    let headers = serialize_map(headers);
+    let headers = pairs::encode(headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
     // SAFETY: as above.
     result(unsafe {
         proxy_send_local_response(
@@ -116,25 +137,4 @@ pub fn send_local_response(
 pub fn resume_request() -> Result<(), Status> {
     // SAFETY: no pointers.
     result(unsafe { proxy_continue_stream(StreamType::HttpRequest) })
-}
-
-/// The proxy-wasm map encoding: count, (name length, value length) pairs, then NUL-terminated bytes.
-fn serialize_map(map: &[(&str, &str)]) -> Vec<u8> {
-    let size = 4 + map
-        .iter()
-        .map(|(n, v)| n.len() + v.len() + 10)
-        .sum::<usize>();
-    let mut bytes = Vec::with_capacity(size);
-    bytes.extend_from_slice(&(map.len() as u32).to_le_bytes());
-    for (name, value) in map {
-        bytes.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    }
-    for (name, value) in map {
-        bytes.extend_from_slice(name.as_bytes());
-        bytes.push(0);
-        bytes.extend_from_slice(value.as_bytes());
-        bytes.push(0);
-    }
-    bytes
 }

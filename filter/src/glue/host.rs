@@ -40,6 +40,12 @@ impl Host for ProxyHost {
             .flatten()
     }
 
+    fn request_headers(&self) -> Option<Vec<u8>> {
+        ffi::header_map(MapType::HttpRequestHeaders)
+            .map_err(|status| log::debug!("tollgate: request headers unavailable ({status:?})"))
+            .ok()
+    }
+
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) {
         logged(
             "set request header",

@@ -20,9 +20,7 @@ LATENCY_BUDGET_US = 50.0
 SLOW_BACKEND_BUDGET_US = 1000.0
 CALLS_PER_1000_CEILING = 10.0
 WASM_CEILING_BYTES = 600 * 1024
-# An empty proxy-wasm filter's cost per request here (notes §5.1), and how much slower V8 runs the filter's
-# Rust than native code (1.5-3x; the middle is used for estimates).
-EMPTY_FILTER_US = 7.0
+# How much slower V8 runs the filter's Rust than native code (1.5-3x; the middle is used for estimates).
 V8_SLOWDOWN = 2.0
 # A core this busy during a saturation run was the bottleneck.
 BUSY_PCT = 90.0
@@ -30,6 +28,7 @@ BUSY_PCT = 90.0
 # What one hostcall costs inside V8 on this kind of machine: measured in
 # shared/reference/envoy-proxy-wasm-notes.md §5.1, or estimated from the closest measured call.
 HOSTCALL_NS: dict[str, tuple[float | None, str]] = {
+    "get_http_request_headers (the map)": (1400, "measured for a small request's whole header map"),
     "get_http_request_header (found)": (594, "measured"),
     "get_http_request_header (absent)": (102, "measured"),
     "set_http_request_header": (174, "measured (includes the route-cache clear)"),
@@ -109,6 +108,15 @@ def verdict(met: bool) -> str:
     return f"**{word}**"
 
 
+def is_cut(config: dict) -> bool:
+    """A build with the path cut short (--cuts): shown in its own section, not beside the real rows."""
+    return config["name"].startswith("cut_")
+
+
+def table_rows(results: dict) -> list[dict]:
+    return [config for config in results["configurations"] if not is_cut(config)]
+
+
 def by_name(results: dict) -> dict[str, dict]:
     return {config["name"]: config for config in results["configurations"]}
 
@@ -127,7 +135,7 @@ def cache_hit_estimate(results: dict) -> dict | None:
         "hostcalls": hostcalls,
         "own": own,
         "allocs": bench.get("allocs_per_op"),
-        "total": EMPTY_FILTER_US + hostcalls + own,
+        "total": hostcalls + own,
     }
 
 
@@ -179,21 +187,97 @@ def goal_cache_hit(rows: dict[str, dict], reference: dict, results: dict) -> lis
             "what the filter costs; the added CPU per request is the comparison to trust.",
         ]
     if not all(met for _, met, _ in checks):
-        estimate = cache_hit_estimate(results)
-        parts = (
-            f"the profile below prices a hit at about {estimate['total']:.0f} µs: {EMPTY_FILTER_US:g} µs for any "
-            f"proxy-wasm filter, {estimate['hostcalls']:.1f} µs of hostcalls, {estimate['own']:.1f} µs of the "
-            f"filter's own work with {number(estimate['allocs'])} allocations"
-            if estimate
-            else "the cache-hit path's hostcalls and V8's fixed cost per callback (~7 µs for an empty filter)"
-        )
-        lines += [
-            "",
-            f"What limits it: {parts}. The measurement also holds what this estimate leaves out: the usage "
-            "reports flushed on ticks, hostcall prices taken on another build, and noise. What would move it: "
-            "the cuts listed under the profile (an entry updated in place instead of decoded and re-encoded, "
-            "fewer hostcalls).",
+        stages = cut_stages(results)
+        if stages:
+            parts = "; ".join(f"{label_short} {signed(cost, 'µs', 1)}" for label_short, _, _, cost in stages)
+            lines += [
+                "",
+                f"What limits it, measured stage by stage ([table](#where-a-cache-hits-time-goes-measured)): "
+                f"{parts}. What would move it: the items listed under the profile.",
+            ]
+        else:
+            estimate = cache_hit_estimate(results)
+            parts = (
+                f"the profile below prices {estimate['hostcalls']:.1f} µs of hostcalls and {estimate['own']:.1f} µs "
+                f"of the filter's own work ({number(estimate['allocs'])} allocations)"
+                if estimate
+                else "the cache-hit path's hostcalls"
+            )
+            lines += [
+                "",
+                f"What limits it: {parts}; the rest is V8's entry into the module for each callback, Envoy's side "
+                "of each hostcall and the usage reports flushed on ticks, which `scripts/bench --cuts` measures "
+                "stage by stage. What would move it: the items listed under the profile.",
+            ]
+    return lines
+
+
+# The stages of a cache hit, each build doing all the previous one did and more: (row, short label, label;
+# None: the row's own label).
+STAGES = [
+    ("cut_entered", "entering the module", None),
+    ("cut_service", "headers and service", None),
+    ("cut_forward", "credentials, mapping rules, forwarding", None),
+    ("cache_no_codes", "cache decision and batched reports",
+     "+ the cache: the entry read, admitted and written back; usage reported in batches "
+     "(`report_response_codes: false`)"),
+    ("cache", "response codes",
+     "+ response codes: the entry updated again at the end of the request, one report transaction per "
+     "request (the default)"),
+]
+
+
+def cut_stages(results: dict) -> list[tuple[str, str, float, float]]:
+    """(short label, row label, added CPU, this stage's cost) per measured stage; empty without the cuts."""
+    rows = by_name(results)
+    if not any(name in rows for name in ("cut_entered", "cut_service", "cut_forward")):
+        return []
+    stages, previous = [], 0.0
+    for name, short, label in STAGES:
+        config = rows.get(name)
+        added = config["summary"]["vs_reference"].get("added_cpu_us_saturation") if config else None
+        if added is None:
+            continue
+        stages.append((short, label or config["label"], added, added - previous))
+        previous = added
+    return stages
+
+
+def cuts_section(results: dict) -> list[str]:
+    stages = cut_stages(results)
+    lines = ["## Where a cache hit's time goes (measured)", ""]
+    if not stages:
+        return lines + [
+            "Not measured in this run: `scripts/bench --cuts` builds the module with the path cut short at each "
+            "stage and measures each build beside the others.",
         ]
+    lines += [
+        "Builds of the module with the path cut short (`scripts/bench.d/cuts.py`: an early return added to the "
+        "committed source), measured in the same interleaved runs as the rows above; each stage does all the "
+        "previous one did. Added CPU: Envoy's CPU per request at saturation minus Envoy alone's.",
+        "",
+    ]
+    rows = [
+        [f"{index}. {label}", signed(added, "µs", 1), signed(cost, "µs", 1)]
+        for index, (_, label, added, cost) in enumerate(stages, 1)
+    ]
+    lines += table(["build", "added CPU", "this stage"], rows)
+    missing = results.get("cuts_missing") or {}
+    if missing:
+        lines += ["", "Not measured: " + "; ".join(f"`{name}` {why}" for name, why in missing.items()) + "."]
+    lines += [
+        "",
+        "Differences of medians, each about ±1.5 µs (the spread of the rows above): read the stages, not the "
+        "decimals. An empty proxy-wasm filter (the SDK's defaults for every callback) measured within that "
+        "noise of Envoy alone in a one-off run on this machine (3 × 8 s), so stage 1 is what entering "
+        "Tollgate's own callbacks costs.",
+        "",
+        "Which side of the boundary the time is on: `perf record` of the Envoy under cache-hit load "
+        "(`report_response_codes: false`, 2026-11-29, one-off; Envoy's binary is stripped, so by module only) "
+        "put 10.6 % of its CPU in V8-compiled code, about 4.6 µs per request: the module's own work. The rest "
+        "of what Tollgate adds is in Envoy's binary, which links V8: the hostcalls' implementations and V8's "
+        "calls in and out of the module. Fewer hostcalls and callbacks move the number more than faster Rust.",
+    ]
     return lines
 
 
@@ -330,7 +414,7 @@ def by_endpoint(config: dict) -> str:
 def checks(results: dict) -> list[str]:
     """What would make a row measure something else than its label says."""
     problems = []
-    for config in results["configurations"]:
+    for config in table_rows(results):
         label, summary, mode = config["label"], config["summary"], mode_of(config)
         if summary["errors"]:
             problems.append(f"{label}: {summary['errors']} failed requests (non-2xx or socket errors).")
@@ -365,7 +449,7 @@ def checks(results: dict) -> list[str]:
 
 def results_tables(results: dict) -> list[str]:
     method = results["method"]
-    configs = results["configurations"]
+    configs = table_rows(results)
     lines = [
         "## Results",
         "",
@@ -552,7 +636,7 @@ def cache_hit_profile(results: dict, phases: dict, benches: dict) -> list[str]:
     bench = benches.get("whole_request/cache_hit", {})
     priced = totals.get("cache_hit", 0.0) / 1000
     native = (bench.get("median_ns") or 0.0) / 1000
-    estimate = EMPTY_FILTER_US + priced + V8_SLOWDOWN * native  # as cache_hit_estimate
+    estimate = priced + V8_SLOWDOWN * native  # as cache_hit_estimate
     lines = [
         "### Cache hit",
         "",
@@ -566,34 +650,42 @@ def cache_hit_profile(results: dict, phases: dict, benches: dict) -> list[str]:
     lines += [
         "",
         f"Priced hostcalls ≈ {priced:.1f} µs; the filter's own native work {number(bench.get('median_ns'))} ns "
-        f"with {number(bench.get('allocs_per_op'))} allocations. Estimate of the added CPU in Envoy: "
-        f"{EMPTY_FILTER_US:g} µs (an empty proxy-wasm filter) + {priced:.1f} µs + {V8_SLOWDOWN:g} × {native:.1f} µs "
-        f"≈ {estimate:.0f} µs, against a budget of {CPU_BUDGET_US:g} µs"
-        + (f"; measured: {measured:+.1f} µs (cache row)." if measured is not None else "."),
+        f"with {number(bench.get('allocs_per_op'))} allocations. Estimate: {priced:.1f} µs + {V8_SLOWDOWN:g} × "
+        f"{native:.1f} µs ≈ {estimate:.0f} µs"
+        + (f"; measured: {measured:+.1f} µs (cache row)" if measured is not None else "")
+        + ". The model leaves out V8's entry into the module for each callback, Envoy's own work behind each "
+        "hostcall and the reports flushed on ticks; [the measured stages](#where-a-cache-hits-time-goes-measured) "
+        "price all of it.",
         "",
-        "What was cut on the way (each measured with this page's method): the entry is no longer decoded when "
-        "the VM's own copy still matches the slot's bytes (a worker that wrote an entry reuses its decoded form: "
-        "native cache-hit work went from 3.2 to 2.0 µs); Tollgate's internal headers are read and removed only "
-        "when a client sent them (absent: ~0.1 µs a read, where a removal costs ~0.17 µs and clears Envoy's "
-        "route cache); `content-type` is read once; the cluster filter state is written only for form requests; "
-        "the JSON configuration is read by a small walker instead of serde derive, which bought the room for "
-        "`opt-level = \"s\"` (2 µs per request faster than `\"z\"`, see `Cargo.toml`).",
+        "What was cut on the way (each measured with this page's method):",
+        "",
+        "- the request headers come in one hostcall (the whole map) instead of one per header, about ten per "
+        "request;",
+        "- a configuration with a single service answering every host chooses it without reading the route "
+        "metadata, the route name or the Host (the route-metadata property alone cost about 2.7 µs);",
+        "- the entry is not decoded when the VM's own copy still matches the slot's bytes (native cache-hit work "
+        "from 3.2 to 2.0 µs);",
+        "- Tollgate's internal headers are removed only when a client sent them (a removal also clears Envoy's "
+        "route cache); the cluster filter state is written only for form requests;",
+        "- the JSON configuration is read by a small walker instead of serde derive, which bought the room for "
+        "`opt-level = \"s\"` (2 µs per request faster than `\"z\"`, see `Cargo.toml`);",
+        "- tried and dropped: response codes folded into the entries on ticks through a shared queue instead of "
+        "a second update at the end of each request. It saved about 3 µs but made usage depend on every VM "
+        "folding its queue in time, and the 30 s outage test lost usage with it.",
         "",
         "What costs most on a hit now, and what would cut it:",
         "",
-        f"- the floor of any proxy-wasm filter (~{EMPTY_FILTER_US:g} µs measured for an empty HTTP context, "
-        "plus V8's entry into the module for the request, response and log callbacks): nothing inside the module "
-        "moves it;",
-        "- two read-modify-writes of the entry per request, one to admit (limits) and one at the end of the request "
-        "(usage with its response code, so that a flush never splits them): with `report_response_codes: false` "
-        "the second one goes; an entry updated in place (fixed offsets for the counters) would cut the encode "
-        "of both;",
-        "- the route-metadata `get_property` (~0.66 µs): only needed when a route names a service; a config flag "
-        "(as `uses_route_names` does for route names) could skip it;",
-        "- three filter-state writes (~0.5 µs): only useful when access logs read them; an option could turn "
-        "them off;",
-        f"- `get_shared_data` returns the whole entry ({number(entry_bytes)} bytes, copied into the VM): keep "
-        "the entry small (the usage reports of limited metrics only).",
+        "- response codes: a second update of the entry at the end of each request, and one report transaction "
+        "per request (3scale counts one code per transaction, so aggregating them would undercount): "
+        "`report_response_codes: false` removes both;",
+        "- the cache decision: `get_shared_data` copies the whole entry into the VM, the entry is re-encoded and "
+        "written back with a compare-and-swap: an entry updated in place (fixed offsets for the counters) "
+        f"would cut the encode; a smaller entry (now {number(entry_bytes)} bytes) would cut the copies;",
+        "- three filter-state writes for access logs (about 1.8 µs in a one-off cut): an option could turn "
+        "them off for those who do not log them;",
+        "- V8's entries into the module (stage 1): the SDK exports every callback, so Envoy enters the module "
+        "for the request headers, the response headers and the log of every request; nothing inside the "
+        "module moves that.",
     ]
     return lines
 
@@ -706,7 +798,9 @@ def reproduce_section() -> list[str]:
         "```sh",
         "scripts/bench            # 5 runs x 15 s per configuration, about 3 minutes per configuration",
         "scripts/bench --quick    # smoke run: 1 run x 3 s",
-        "scripts/bench --only envoy cache per_request cache_5ms per_request_5ms   # with the cache rows",
+        "scripts/bench --cuts     # and where a cache hit's time goes: builds cut short at each stage",
+        "scripts/bench --only envoy cache cache_no_codes --cuts --runs 3 --duration 8   # only that, quicker",
+        "TOLLGATE_BENCH_WASM=other.wasm scripts/bench --only envoy cache   # measure another build",
         "scripts/bench --only envoy per_request --runs 3   # a subset (the first one is the reference)",
         "python3 scripts/bench.d/report.py   # re-render this page from target/bench/results.json",
         "```",
@@ -754,6 +848,7 @@ def write_doc(results: dict) -> str:
         lines += section + [""]
     for section in (
         results_tables(results),
+        cuts_section(results),
         micro_tables(results),
         profile_section(results),
         method_section(results),

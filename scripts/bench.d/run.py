@@ -65,6 +65,8 @@ class Configuration:
     backend_latency_ms: int = 0
     # Rows not run by default can still be picked with --only.
     default: bool = True
+    # Another build of the module (the cuts); None: the one under test.
+    wasm: Path | None = None
 
 
 PEER = {"mode": "per_request", "report_response_codes": False}
@@ -702,6 +704,11 @@ def parse_options(argv: list[str]):
     )
     parser.add_argument("--no-micro", action="store_true", help="skip the micro-benchmarks")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument(
+        "--cuts",
+        action="store_true",
+        help="also measure builds with the cache-hit path cut short (bench.d/cuts.py): where its time goes",
+    )
     options = parser.parse_args(argv)
     options.runs = options.runs or (1 if options.quick else 5)
     options.duration = options.duration or (3 if options.quick else 15)
@@ -730,6 +737,30 @@ def selected_configurations(options) -> list[Configuration]:
     return [known[name] for name in options.only]
 
 
+def add_cuts(configurations: list[Configuration], work: Path) -> dict[str, str]:
+    """Appends the cache rows the stages need and one cache-mode row per cut built; returns why the
+    cuts not built are missing."""
+    sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+    sys.path.insert(0, str(HERE))
+    from cuts import CUTS, build  # noqa: E402  (a sibling module, needed only with --cuts)
+
+    # The stages end with the real module, without and with response codes.
+    known = {c.name: c for c in CONFIGURATIONS}
+    for name in ("cache", "cache_no_codes"):
+        if all(c.name != name for c in configurations):
+            configurations.append(known[name])
+    built = build(ROOT, work, log)
+    missing = {}
+    for cut in CUTS:
+        wasm = built.get(cut.name)
+        if isinstance(wasm, Path):
+            configurations.append(Configuration(cut.name, cut.label, {"mode": "cache"}, default=False, wasm=wasm))
+        else:
+            log(f"{cut.name}: {wasm}")
+            missing[cut.name] = str(wasm)
+    return missing
+
+
 def main(argv: list[str]) -> int:
     options = parse_options(argv)
     configurations = selected_configurations(options)
@@ -745,6 +776,7 @@ def main(argv: list[str]) -> int:
     work.mkdir(parents=True)
 
     micro = {} if options.no_micro else (log("micro-benchmarks (cargo bench -p tollgate)") or run_micro(options.quick))
+    cut_notes = add_cuts(configurations, work) if options.cuts else {}
 
     seed = write_seed(work, configurations)
     paths, path_list = write_request_lists(work)
@@ -766,7 +798,7 @@ def main(argv: list[str]) -> int:
             listen_port = free_port()
             filtered = configuration.service_settings is not None
             tollgate = render(fragment, {
-                "WASM_PATH": str(WASM),
+                "WASM_PATH": str(configuration.wasm or WASM),
                 # JSON text as a double-quoted YAML scalar: JSON string escapes are YAML's too.
                 "FILTER_CONFIG": json.dumps(json.dumps(filter_config(configuration))),
             }) if filtered else ""
@@ -844,6 +876,8 @@ def main(argv: list[str]) -> int:
             for t in targets
         ],
         "micro": micro,
+        # Cuts asked for (--cuts) that could not be built, and why.
+        "cuts_missing": cut_notes,
     }
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     (OUT_DIR / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")

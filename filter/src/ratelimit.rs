@@ -85,7 +85,6 @@ pub fn from_limit_headers(limits: &LimitHeaders) -> Option<RateLimit> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
-    use std::rc::Rc;
 
     /// 2026-11-24 18:09:51 UTC.
     const NOW: u64 = 1_795_543_791;
@@ -93,13 +92,7 @@ mod tests {
     const DAY_END: u64 = 1_795_564_800;
     const MONTH_END: u64 = 1_796_083_200;
 
-    fn usage(entries: &[(&str, u64)]) -> Usage {
-        let mut usage = Usage::new();
-        for (metric, delta) in entries {
-            usage.add(&Rc::from(*metric), *delta);
-        }
-        usage
-    }
+    use crate::usage::usage_of as usage;
 
     fn report(
         metric: &str,

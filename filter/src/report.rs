@@ -351,7 +351,6 @@ mod tests {
     use super::*;
     use crate::cache::{Answer, Entry, cache_key};
     use crate::store::memory::MemoryStore;
-    use crate::usage::Usage;
 
     const CONFIG: &str = r#"{
       "backend": {"cluster": "backend"},
@@ -369,13 +368,7 @@ mod tests {
         Config::load(CONFIG.as_bytes(), &|_| None).unwrap()
     }
 
-    fn usage(entries: &[(&str, u64)]) -> Usage {
-        let mut usage = Usage::new();
-        for (metric, delta) in entries {
-            usage.add(&Rc::from(*metric), *delta);
-        }
-        usage
-    }
+    use crate::usage::usage_of as usage;
 
     fn app(id: &str) -> Credentials {
         Credentials::AppId {

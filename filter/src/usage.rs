@@ -10,6 +10,16 @@ pub struct Usage {
     entries: Vec<(Rc<str>, u64)>,
 }
 
+/// Usage from (metric, delta) pairs: what tests write instead of mapping rules.
+#[cfg(test)]
+pub fn usage_of(entries: &[(&str, u64)]) -> Usage {
+    let mut usage = Usage::new();
+    for (metric, delta) in entries {
+        usage.add(&Rc::from(*metric), *delta);
+    }
+    usage
+}
+
 impl Usage {
     pub fn new() -> Self {
         Self::default()

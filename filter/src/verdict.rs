@@ -316,7 +316,6 @@ mod tests {
         clippy::unreachable
     )]
     use super::*;
-    use std::rc::Rc;
 
     const AUTHORIZED: &str = r#"<?xml version="1.0" encoding="UTF-8"?><status><authorized>true</authorized><plan>Production</plan><usage_reports><usage_report metric="hits" period="month"><period_start>2026-11-01 00:00:00 +0000</period_start><period_end>2026-12-01 00:00:00 +0000</period_end><max_value>20000</max_value><current_value>0</current_value></usage_report><usage_report metric="hits" period="day"><period_start>2026-11-24 00:00:00 +0000</period_start><period_end>2026-11-25 00:00:00 +0000</period_end><max_value>1000</max_value><current_value>0</current_value></usage_report><usage_report metric="get_hello" period="hour"><period_start>2026-11-24 18:00:00 +0000</period_start><period_end>2026-11-24 19:00:00 +0000</period_end><max_value>100</max_value><current_value>0</current_value></usage_report><usage_report metric="disabled_m" period="eternity"><max_value>0</max_value><current_value>0</current_value></usage_report></usage_reports></status>"#;
     const LIMITS_EXCEEDED: &str = r#"<?xml version="1.0" encoding="UTF-8"?><status><authorized>false</authorized><reason>usage limits are exceeded</reason><plan>Basic</plan><usage_reports><usage_report metric="hits" period="minute"><period_start>2026-11-24 18:09:00 +0000</period_start><period_end>2026-11-24 18:10:00 +0000</period_end><max_value>2</max_value><current_value>0</current_value></usage_report></usage_reports></status>"#;
@@ -324,13 +323,7 @@ mod tests {
     /// 18:09:51, nine seconds before the minute of LIMITS_EXCEEDED ends.
     const NOW: u64 = 1_795_543_791;
 
-    fn usage(entries: &[(&str, u64)]) -> Usage {
-        let mut usage = Usage::new();
-        for (metric, delta) in entries {
-            usage.add(&Rc::from(*metric), *delta);
-        }
-        usage
-    }
+    use crate::usage::usage_of as usage;
 
     fn answer(status: u16, body: &str) -> BackendResponse<'_> {
         BackendResponse {

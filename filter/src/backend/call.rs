@@ -263,15 +263,8 @@ impl Form {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
-    use std::rc::Rc;
 
-    fn usage(entries: &[(&str, u64)]) -> Usage {
-        let mut usage = Usage::new();
-        for (metric, delta) in entries {
-            usage.add(&Rc::from(*metric), *delta);
-        }
-        usage
-    }
+    use crate::usage::usage_of as usage;
 
     fn app(app_id: &str, app_key: Option<&str>) -> Credentials {
         Credentials::AppId {

@@ -141,15 +141,8 @@ impl Ancestors<'_> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
-    use std::rc::Rc;
 
-    fn usage(entries: &[(&str, u64)]) -> Usage {
-        let mut usage = Usage::new();
-        for (metric, delta) in entries {
-            usage.add(&Rc::from(*metric), *delta);
-        }
-        usage
-    }
+    use crate::usage::usage_of as usage;
 
     fn three_levels() -> Hierarchy {
         let mut hierarchy = Hierarchy::new();

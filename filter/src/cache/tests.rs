@@ -6,8 +6,6 @@
     clippy::unreachable
 )]
 
-use std::rc::Rc;
-
 use super::*;
 use crate::backend::time::parse_timestamp;
 use crate::backend::{AuthStatus, Hierarchy, Period, UsageReport, parse_status};
@@ -30,13 +28,7 @@ const AUTHORIZED: &str = r#"<?xml version="1.0" encoding="UTF-8"?><status><autho
 /// Observed: stored usage already over the minute limit (409, `exceeded="true"`).
 const EXCEEDED: &str = r#"<?xml version="1.0" encoding="UTF-8"?><status><authorized>false</authorized><reason>usage limits are exceeded</reason><plan>Basic</plan><usage_reports><usage_report metric="hits" period="minute" exceeded="true"><period_start>2026-11-24 18:09:00 +0000</period_start><period_end>2026-11-24 18:10:00 +0000</period_end><max_value>2</max_value><current_value>3</current_value></usage_report></usage_reports></status>"#;
 
-fn usage(entries: &[(&str, u64)]) -> Usage {
-    let mut usage = Usage::new();
-    for (metric, delta) in entries {
-        usage.add(&Rc::from(*metric), *delta);
-    }
-    usage
-}
+use crate::usage::usage_of as usage;
 
 fn status(xml: &str) -> AuthStatus {
     parse_status(xml.as_bytes()).unwrap()

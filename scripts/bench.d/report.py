@@ -576,6 +576,7 @@ def micro_tables(results: dict) -> list[str]:
         "whole_request/cache_hit": "`Flow` cache mode, entry in shared data: request and response phases",
         "cache_decision/decode_admit_encode": "the cache decision on an entry (4 limits, hierarchy): decode, admit, encode",
         "cache_decision/record_with_code": "the end of a request: decode, usage and its code into the report, encode",
+        "report/body_of_200_requests": "a report body: one application's 200 requests, a transaction each (codes tracked)",
     }
     rows = []
     order = list(descriptions)

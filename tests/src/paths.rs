@@ -25,39 +25,33 @@ pub fn target_dir() -> PathBuf {
 /// It is not built here: a release wasm build takes a minute and `scripts/test` already does it. A module older than
 /// the filter's sources only earns a warning, so a stale build is visible in the test output.
 pub fn wasm_path() -> PathBuf {
-    let path = match std::env::var_os("TOLLGATE_WASM") {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => target_dir().join("wasm32-wasip1/release/tollgate.wasm"),
-    };
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/test (or cargo build --release --target wasm32-wasip1 -p tollgate)",
-        path.display()
-    );
-    let root = workspace_root();
-    if is_older_than_sources(
-        &path,
-        &[root.join("filter/src"), root.join("filter/Cargo.toml")],
-    ) {
-        eprintln!(
-            "warning: {} is older than filter/src: rebuild it with cargo build --release --target wasm32-wasip1 -p tollgate",
-            path.display()
-        );
-    }
-    path
+    built_module(
+        "TOLLGATE_WASM",
+        target_dir().join("wasm32-wasip1/release/tollgate.wasm"),
+        "cargo build --release --target wasm32-wasip1 -p tollgate",
+    )
 }
 
 /// The module built with `--features test-hooks` (a request carrying `x-tollgate-test-crash` aborts its VM):
 /// `$TOLLGATE_TEST_HOOKS_WASM`, else `target/test-hooks/wasm32-wasip1/release/tollgate.wasm`, where `scripts/test`
 /// builds it with `--target-dir target/test-hooks`. Only for the test of VM reloads.
 pub fn test_hooks_wasm_path() -> PathBuf {
-    let path = match std::env::var_os("TOLLGATE_TEST_HOOKS_WASM") {
+    built_module(
+        "TOLLGATE_TEST_HOOKS_WASM",
+        workspace_root().join("target/test-hooks/wasm32-wasip1/release/tollgate.wasm"),
+        "cargo build --release --target wasm32-wasip1 -p tollgate --features test-hooks --target-dir target/test-hooks",
+    )
+}
+
+/// `$variable` if set, else `default`; it must exist, and a build older than the sources is warned about.
+fn built_module(variable: &str, default: PathBuf, build: &str) -> PathBuf {
+    let path = match std::env::var_os(variable) {
         Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => workspace_root().join("target/test-hooks/wasm32-wasip1/release/tollgate.wasm"),
+        _ => default,
     };
     assert!(
         path.is_file(),
-        "{} is missing: run scripts/test (or cargo build --release --target wasm32-wasip1 -p tollgate --features test-hooks --target-dir target/test-hooks)",
+        "{} is missing: run scripts/test (or {build})",
         path.display()
     );
     let root = workspace_root();
@@ -66,7 +60,7 @@ pub fn test_hooks_wasm_path() -> PathBuf {
         &[root.join("filter/src"), root.join("filter/Cargo.toml")],
     ) {
         eprintln!(
-            "warning: {} is older than filter/src: rebuild it with --features test-hooks --target-dir target/test-hooks",
+            "warning: {} is older than filter/src: rebuild it with {build}",
             path.display()
         );
     }

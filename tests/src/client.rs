@@ -19,6 +19,7 @@ pub struct Request {
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
     chunked: bool,
+    trailers: Vec<(String, Vec<u8>)>,
 }
 
 impl Request {
@@ -29,6 +30,7 @@ impl Request {
             headers: Vec::new(),
             body: Vec::new(),
             chunked: false,
+            trailers: Vec::new(),
         }
     }
 
@@ -85,6 +87,14 @@ impl Request {
         self
     }
 
+    /// Adds a trailer after a chunked body (Envoy only passes them on with `enable_trailers`).
+    pub fn trailer(mut self, name: &str, value: impl AsRef<[u8]>) -> Request {
+        self.chunked = true;
+        self.trailers
+            .push((name.to_owned(), value.as_ref().to_vec()));
+        self
+    }
+
     /// The bytes on the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
         let has = |name: &str| wire::header(&self.headers, name).is_some();
@@ -110,7 +120,7 @@ impl Request {
         }
         out.extend_from_slice(b"\r\n");
         if self.chunked {
-            out.extend_from_slice(&wire::chunked(&self.body));
+            out.extend_from_slice(&wire::chunked(&self.body, &self.trailers));
         } else {
             out.extend_from_slice(&self.body);
         }
@@ -303,6 +313,10 @@ mod tests {
         assert!(text.contains("transfer-encoding: chunked\r\n"));
         assert!(!text.contains("content-length"));
         assert!(text.ends_with("\r\n\r\n5\r\nhello\r\n0\r\n\r\n"));
+        let bytes = Request::post("/").body("hi").trailer("x-t", "1").to_bytes();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains("transfer-encoding: chunked\r\n"));
+        assert!(text.ends_with("\r\n\r\n2\r\nhi\r\n0\r\nx-t: 1\r\n\r\n"));
         let form = Request::post("/").form(&[("user_key", "k"), ("a", "b")]);
         assert_eq!(form.body, b"user_key=k&a=b");
         let json = Request::post("/").json(&serde_json::json!({"a": 1}));

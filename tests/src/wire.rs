@@ -223,15 +223,22 @@ fn invalid(message: String) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, message)
 }
 
-/// Encodes `body` as one chunk plus the last chunk.
-pub fn chunked(body: &[u8]) -> Vec<u8> {
+/// Encodes `body` as one chunk plus the last chunk, then `trailers` (usually none).
+pub fn chunked(body: &[u8], trailers: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
     if !body.is_empty() {
         out.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
         out.extend_from_slice(body);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"0\r\n\r\n");
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
     out
 }
 
@@ -342,7 +349,7 @@ mod tests {
     #[test]
     fn chunked_round_trips() {
         for body in [&b""[..], b"x", &[0u8, 255, 10, 13]] {
-            let encoded = chunked(body);
+            let encoded = chunked(body, &[]);
             assert_eq!(
                 read_body(&mut Cursor::new(encoded), Framing::Chunked).unwrap(),
                 body

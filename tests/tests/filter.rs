@@ -357,6 +357,58 @@ fn credentials(w: &World, cases: &mut Cases) {
     case(
         cases,
         w,
+        "a form body ended by trailers is decided, never let through undecided",
+        || {
+            let r = w.send(
+                Request::post("/items")
+                    .header("host", "appid.test")
+                    .form(&[("name", "widget")])
+                    .trailer("x-checksum", "1"),
+            );
+            w.assert_refused(&r, 401, "auth_missing");
+            w.fresh();
+            let r = w.send(
+                Request::post("/items")
+                    .header("host", "appid.test")
+                    .form(&[
+                        ("name", "widget"),
+                        ("app_id", "prod-app"),
+                        ("app_key", "prod-key"),
+                    ])
+                    .trailer("x-checksum", "1"),
+            );
+            w.assert_allowed(&r, "production");
+            let got = w.last_received("production");
+            assert_eq!(String::from_utf8_lossy(&got.body), "name=widget");
+            assert_eq!(w.usage("svc-appid", "prod-app", "create_item", "day"), 1);
+        },
+    );
+    case(
+        cases,
+        w,
+        "a form post decided at the end of its body: header credentials removed, secret token sent",
+        || {
+            let r = w.send(
+                Request::post("/items")
+                    .header("host", "appid.test")
+                    .header("x-app-id", "prod-app")
+                    .header("x-app-key", "prod-key")
+                    .form(&[("name", "widget")]),
+            );
+            w.assert_allowed(&r, "production");
+            let got = w.last_received("production");
+            assert_eq!(got.header("x-app-id"), None);
+            assert_eq!(got.header("x-app-key"), None);
+            assert_eq!(
+                got.header("x-3scale-proxy-secret-token").as_deref(),
+                Some("upstream-secret")
+            );
+            assert_eq!(String::from_utf8_lossy(&got.body), "name=widget");
+        },
+    );
+    case(
+        cases,
+        w,
         "a form post with credentials in the query keeps header routing",
         || {
             let r = w.send(

@@ -241,9 +241,16 @@ fn decided_debug(decided: &Decided, status: Option<&AuthStatus>) -> Option<super
         .then(|| super::DebugInfo::new(decided, status.and_then(|s| s.plan.clone())))
 }
 
+/// A form request whose decision waits for its body: the headers are let go first.
+pub(super) struct FormWait {
+    /// Credentials the headers or the query already carry (in a location listed after `form`):
+    /// removed before the headers leave, since nothing can change them afterwards.
+    pub(super) carried: Option<Location>,
+}
+
 /// Whether the decision needs the form body: a form post to a service that reads forms, unless the
-/// credentials were already found at a location listed before `form` (and no rule reads arguments).
-pub(super) fn needs_form_body(host: &impl Host, info: &RequestInfo) -> bool {
+/// credentials were already found at a location listed before `form` and no rule reads arguments.
+pub(super) fn form_wait(host: &impl Host, info: &RequestInfo) -> Option<FormWait> {
     let service = &info.service;
     let spec = &service.credentials;
     let (path, query) = split_path(&info.target);
@@ -255,10 +262,7 @@ pub(super) fn needs_form_body(host: &impl Host, info: &RequestInfo) -> bool {
             .as_deref()
             .is_some_and(|ct| starts_with_ignore_case(ct, b"application/x-www-form-urlencoded"));
     if !reads_form || !is_form_post {
-        return false;
-    }
-    if rules_read_args {
-        return true;
+        return None;
     }
     let position = |location: Location| spec.locations.iter().position(|l| *l == location);
     let form = position(Location::Form);
@@ -269,19 +273,30 @@ pub(super) fn needs_form_body(host: &impl Host, info: &RequestInfo) -> bool {
         form: None,
         jwt: &service.jwt,
     };
-    match extract(spec, &mut source) {
-        Extracted::Found(found) => position(found.location) > form,
-        Extracted::Invalid(location) => position(location) > form,
-        Extracted::Missing => true,
-    }
+    let (carried, after_form) = match extract(spec, &mut source) {
+        Extracted::Found(found) => (Some(found.location), position(found.location) > form),
+        Extracted::Invalid(location) => (None, position(location) > form),
+        Extracted::Missing => (None, true),
+    };
+    (rules_read_args || after_form).then_some(FormWait { carried })
 }
 
-/// Before letting the headers go: drop `content-length` when form credentials may be stripped
-/// (Envoy then frames the shortened body itself).
-pub(super) fn release_headers(host: &impl Host, info: &RequestInfo) {
-    let spec = &info.service.credentials;
-    if info.service.strip_credentials && spec.locations.contains(&Location::Form) {
-        host.set_request_header("content-length", None);
+/// Before letting the headers go, everything the upstream must (not) see in them: no
+/// `content-length` when form credentials may be stripped (Envoy then frames the shortened body
+/// itself), no credentials the headers or the query carry, the secret header. `host` writes to
+/// Envoy only: the decision still reads the credentials from the snapshot.
+pub(super) fn release_headers(host: &impl Host, info: &RequestInfo, wait: &FormWait) {
+    let service = &info.service;
+    if service.strip_credentials {
+        if service.credentials.locations.contains(&Location::Form) {
+            host.set_request_header("content-length", None);
+        }
+        if let Some(location) = wait.carried {
+            super::forward::strip_at(host, info, location, None);
+        }
+    }
+    if let Some((name, value)) = &service.secret_header {
+        host.set_request_header(name, Some(value.as_bytes()));
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use super::{DebugInfo, Decided, Flow, Forwarded, Report, Stage};
+use super::{DebugInfo, Decided, Flow, Forwarded, Report, RequestInfo, Stage};
 use crate::args::{remove_params, split_path};
 use crate::backend::answer::AuthStatus;
 use crate::category::Category;
@@ -138,14 +138,22 @@ pub(super) fn unix_now(host: &impl Host) -> u64 {
 
 /// The upstream never sees the application's credentials (APIcast forwards them; we do not).
 fn strip_credentials(host: &impl Host, decided: &Decided) {
-    let spec = &decided.info.service.credentials;
-    let Some(location) = decided.location else {
-        return;
-    };
-    let names = spec.names_at(location);
+    if let Some(location) = decided.location {
+        strip_at(host, &decided.info, location, decided.form_body.as_deref());
+    }
+}
+
+/// Removes the credentials at `location` from the request (`form_body`: the buffered form).
+pub(super) fn strip_at(
+    host: &impl Host,
+    info: &RequestInfo,
+    location: Location,
+    form_body: Option<&[u8]>,
+) {
+    let names = info.service.credentials.names_at(location);
     match location {
         Location::Query => {
-            let (path, query) = split_path(&decided.info.target);
+            let (path, query) = split_path(&info.target);
             if let Some(rest) = remove_params(query, &names) {
                 let mut target = path.to_vec();
                 if !rest.is_empty() {
@@ -156,10 +164,7 @@ fn strip_credentials(host: &impl Host, decided: &Decided) {
             }
         }
         Location::Form => {
-            let stripped = decided
-                .form_body
-                .as_deref()
-                .and_then(|body| remove_params(body, &names));
+            let stripped = form_body.and_then(|body| remove_params(body, &names));
             if let Some(body) = stripped {
                 host.set_request_body(&body);
                 host.set_request_header("content-length", Some(body.len().to_string().as_bytes()));

@@ -30,6 +30,8 @@ pub use debug::DebugInfo;
 pub struct Flow {
     config: Rc<Config>,
     stage: Stage,
+    /// The request body Envoy buffered for this filter so far.
+    body_size: usize,
 }
 
 enum Stage {
@@ -118,6 +120,7 @@ impl Flow {
         Flow {
             config,
             stage: Stage::Start,
+            body_size: 0,
         }
     }
 
@@ -131,8 +134,11 @@ impl Flow {
         let Some(mut info) = self.read_request(&view) else {
             return self.unmatched(&view);
         };
-        if !end_of_stream && decide::needs_form_body(&view, &info) {
-            decide::release_headers(&view, &info);
+        let wait = (!end_of_stream)
+            .then(|| decide::form_wait(&view, &info))
+            .flatten();
+        if let Some(wait) = wait {
+            decide::release_headers(host, &info, &wait);
             info.snapshot = Some(snapshot);
             info.released = true;
             self.stage = Stage::WaitingForBody(Box::new(info));
@@ -150,6 +156,7 @@ impl Flow {
         let Stage::WaitingForBody(_) = &self.stage else {
             return self.hold_while_deciding();
         };
+        self.body_size = body_size;
         let too_big = body_size > self.config.form_body_limit;
         if !end_of_stream && !too_big {
             return Action::Pause;
@@ -172,6 +179,16 @@ impl Flow {
         let action = self.decide(&released, *info, body);
         self.keep_snapshot(snapshot);
         action
+    }
+
+    /// Trailers end the body (HTTP/2, or HTTP/1.1 with Envoy's `enable_trailers`): a request
+    /// waiting for its form body is decided now, one waiting for 3scale keeps waiting. Letting
+    /// trailers continue would send the held request upstream undecided.
+    pub fn on_request_trailers(&mut self, host: &impl Host) -> Action {
+        match self.stage {
+            Stage::WaitingForBody(_) => self.on_request_body(host, self.body_size, true),
+            _ => self.hold_while_deciding(),
+        }
     }
 
     pub fn on_callout_response(&mut self, host: &impl Host, token: u32, body_size: usize) {

@@ -466,6 +466,74 @@ fn form_posts_with_credentials_before_the_form_keep_the_headers() {
     );
 }
 
+fn form_post(extra: &[(&str, &str)]) -> FakeHost {
+    let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
+    headers.extend_from_slice(extra);
+    api("POST", "/items?page=2&app_key=k1", &headers)
+}
+
+#[test]
+fn credentials_outside_the_form_leave_the_headers_before_they_are_released() {
+    let config = CONFIG.replace(
+        r#""upstream": {"send_plan": true}"#,
+        r#""upstream": {"send_plan": true, "secret_header": {"value": "s3cret"}}"#,
+    );
+    let mut flow = Flow::new(Rc::new(Config::load(config.as_bytes(), &|_| None).unwrap()));
+    let host = form_post(&[("app_id", "a1"), ("app_key", "k1")]);
+    *host.body.borrow_mut() = b"name=x".to_vec();
+    assert_eq!(flow.on_request_headers(&host, false), Action::Continue);
+    assert_eq!(host.header("app_id"), None, "stripped before release");
+    assert_eq!(host.header("app_key"), None);
+    assert_eq!(
+        host.header(":path").as_deref(),
+        Some("/items?page=2&app_key=k1")
+    );
+    assert_eq!(
+        host.header("x-3scale-proxy-secret-token").as_deref(),
+        Some("s3cret")
+    );
+    assert_eq!(flow.on_request_body(&host, 6, true), Action::Pause);
+    assert!(
+        host.callout_path().contains("app_id=a1&app_key=k1"),
+        "the decision still reads the headers as they came"
+    );
+}
+
+#[test]
+fn trailers_end_a_form_body_instead_of_letting_it_through() {
+    let host = form_post(&[]);
+    *host.body.borrow_mut() = b"name=x&app_id=a1&app_key=k2".to_vec();
+    let mut flow = new_flow();
+    assert_eq!(flow.on_request_headers(&host, false), Action::Continue);
+    assert_eq!(flow.on_request_body(&host, 27, false), Action::Pause);
+    assert_eq!(flow.on_request_trailers(&host), Action::Pause);
+    assert!(host.callout_path().contains("app_id=a1&app_key=k2"));
+    host.answer(200, None, SANDBOX);
+    flow.on_callout_response(&host, 7, 0);
+    assert!(host.resumed.get());
+    assert_eq!(&*host.body.borrow(), b"name=x");
+
+    let host = form_post(&[]);
+    *host.body.borrow_mut() = b"name=x".to_vec();
+    let mut flow = new_flow();
+    flow.on_request_headers(&host, false);
+    flow.on_request_body(&host, 6, false);
+    assert_eq!(flow.on_request_trailers(&host), Action::Pause);
+    assert_eq!(host.reply_status(), Some(401), "no credentials anywhere");
+}
+
+#[test]
+fn trailers_wait_with_a_request_that_waits_for_3scale() {
+    let host = api("GET", "/items?app_id=a1", &[]);
+    let mut flow = new_flow();
+    assert_eq!(flow.on_request_headers(&host, false), Action::Pause);
+    assert_eq!(flow.on_request_body(&host, 3, false), Action::Pause);
+    assert_eq!(flow.on_request_trailers(&host), Action::Pause);
+    host.answer(200, None, SANDBOX);
+    flow.on_callout_response(&host, 7, 0);
+    assert_eq!(flow.on_request_trailers(&host), Action::Continue);
+}
+
 #[test]
 fn debug_headers_need_the_service_token() {
     let host = api(

@@ -153,6 +153,13 @@ impl HttpContext for Request {
         }
     }
 
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> ProxyAction {
+        match &mut self.flow {
+            Some(flow) => action(flow.on_request_trailers(&ProxyHost)),
+            None => ProxyAction::Continue,
+        }
+    }
+
     fn on_log(&mut self) {
         if let Some(flow) = &mut self.flow {
             flow.on_log(&ProxyHost);

@@ -1,11 +1,12 @@
 //! Limits decided from the cache: with two Envoy workers hammering one application, usage past its limit stays
 //! within one request per worker per refresh interval and 3scale ends up with exactly what was let through; a
-//! suspended application or a changed key is refused within one TTL.
+//! suspended application or a changed key is refused within one TTL; two Envoy instances stay within the formula
+//! of docs/design.md.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tollgate_e2e::{Cases, Connection, LoadSpec, Stack, run_load};
+use tollgate_e2e::{Cases, Connection, Envoy, LoadSpec, Stack, run_load};
 
 use crate::support::{
     CACHE_HOST, CACHE_SERVICE, Route, assert_no_vm_failure, cache_service, filter_config, outcomes,
@@ -120,6 +121,84 @@ fn two_workers_overshoot_a_limit_by_at_most_one_request_each_per_refresh() {
 #[test]
 fn two_workers_stay_within_the_bound_across_several_refreshes() {
     hammer(1, Duration::from_secs(4), Duration::ZERO);
+}
+
+/// M Envoy instances share 3scale, not their cache: each admits against the quota left at its last refresh, so
+/// the formula of docs/design.md is allowed ≤ L + (M − 1) × R per refresh interval, R ≤ L the quota left then.
+/// Within one interval (ttl 20 s, a 2 s run): at most 2 × L for two instances, and never more than 3scale is told.
+#[test]
+fn two_envoy_instances_overshoot_by_at_most_the_quota_left_at_a_refresh() {
+    const INSTANCES: u64 = 2;
+    let config = filter_config(
+        json!({ "ttl_seconds": 20, "report_interval_ms": 200 }),
+        2000,
+        vec![cache_service()],
+    );
+    let stack = start(config, 1);
+    let second = Envoy::start(stack.yaml(), 1);
+    let spec = LoadSpec {
+        rate: Some(2000.0),
+        clients: 6,
+        total: None,
+        duration: Some(Duration::from_secs(2)),
+    };
+    let load = |port: u16| {
+        run_load(port, &spec, |_| {
+            request(CACHE_HOST, Route::Items, "limited-app", "limited-key", 200)
+        })
+    };
+    let (first_samples, second_samples) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| load(stack.envoy.listen_port));
+        let second = load(second.listen_port);
+        (first.join().unwrap(), second)
+    });
+    let allowed_by = |samples: &[tollgate_e2e::Sample]| {
+        samples.iter().filter(|s| s.reached_upstream()).count() as u64
+    };
+    let allowed = allowed_by(&first_samples) + allowed_by(&second_samples);
+    let bound = LIMIT + (INSTANCES - 1) * LIMIT;
+    println!(
+        "two instances: {} + {} requests, {} + {} allowed (bound {bound})",
+        first_samples.len(),
+        second_samples.len(),
+        allowed_by(&first_samples),
+        allowed_by(&second_samples)
+    );
+    let mut cases = Cases::new("limits with two Envoy instances sharing 3scale");
+    cases.case(
+        "each instance let some through and refused the rest",
+        || {
+            for samples in [&first_samples, &second_samples] {
+                assert!(allowed_by(samples) > 0);
+                assert!(
+                    samples.iter().any(|s| s.status == Some(429)),
+                    "{:?}",
+                    outcomes(samples)
+                );
+            }
+        },
+    );
+    cases.case(
+        "allowed ≤ L + (M − 1) × R within one refresh interval",
+        || {
+            assert!(allowed >= LIMIT, "{allowed} allowed, the limit is {LIMIT}");
+            assert!(allowed <= bound, "{allowed} allowed, bound {bound}");
+        },
+    );
+    cases.case("3scale's usage equals what both let through", || {
+        wait_for("the usage reported", Duration::from_secs(10), || {
+            let usage = stack.sim.usage(CACHE_SERVICE, "limited-app");
+            let hits = usage["metrics"]["hits"]["eternity"].as_u64().unwrap_or(0);
+            (hits == allowed)
+                .then_some(())
+                .ok_or_else(|| format!("3scale has {hits}, {allowed} were allowed"))
+        });
+    });
+    cases.case("no VM failure", || {
+        assert_no_vm_failure(&stack.envoy);
+        assert_no_vm_failure(&second);
+    });
+    cases.finish();
 }
 
 /// Requests still waiting for a slow upstream when the entry is filled again or refreshed count on the limit too.

@@ -305,9 +305,10 @@ impl Flow {
                 }
                 _ => {
                     host.count(Stat::BackendErrors);
-                    log::warn!(
-                        "tollgate: service {}: 3scale unavailable for a cache fill",
-                        service.id
+                    crate::throttle::warn_unavailable(
+                        &service.id,
+                        host.now_ms(),
+                        format_args!("3scale unavailable for a cache fill"),
                     );
                     self.fail(host, decided, Some(key))
                 }

@@ -217,7 +217,7 @@ impl Flow {
                         referrer: decided.referrer.clone(),
                     });
                 }
-                self.admitted(host, decided, admission, Some((slot, key)))
+                self.admitted(host, decided, admission, Some((slot, key)), false)
             }
             Found::Entry {
                 result: Lookup::TooOld,
@@ -235,13 +235,15 @@ impl Flow {
         }
     }
 
-    /// A local decision: forward with the plan, or refuse with the limit's category.
+    /// A local decision: forward with the plan, or refuse with the limit's category. `fail_open`:
+    /// decided from the cache because 3scale could not answer.
     fn admitted(
         &mut self,
         host: &impl Host,
         decided: Decided,
         admission: Admission,
         slot: Option<(u32, String)>,
+        fail_open: bool,
     ) -> Action {
         match admission {
             Admission::Allowed { plan, rate_limit } => {
@@ -258,7 +260,7 @@ impl Flow {
                         plan,
                         rate_limit,
                         report,
-                        fail_open: false,
+                        fail_open,
                     },
                 )
             }
@@ -343,7 +345,13 @@ impl Flow {
                 if newly_dirty {
                     mark_dirty(host, &self.config.cache.key_prefix, slot);
                 }
-                self.admitted(host, decided, admission, Some((slot, key.to_string())))
+                self.admitted(
+                    host,
+                    decided,
+                    admission,
+                    Some((slot, key.to_string())),
+                    false,
+                )
             }
             Found::Missing | Found::Busy => self.decide_uncached(host, decided, &verdict),
         }
@@ -421,7 +429,7 @@ impl Flow {
                 if matches!(admission, Admission::Allowed { .. }) {
                     host.count(Stat::FailOpen);
                 }
-                return self.admitted(host, decided, admission, Some((slot, key)));
+                return self.admitted(host, decided, admission, Some((slot, key)), true);
             }
         }
         let listed = |credentials: &Credentials| {

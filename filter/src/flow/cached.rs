@@ -80,21 +80,12 @@ pub(super) fn record(
     usage: &Usage,
     code: u16,
 ) {
-    let slots = Slots {
-        store: host,
-        prefix: &config.cache.key_prefix,
-        count: config.cache.slots,
-    };
-    let mut change = |entry: &mut Entry| {
+    let found = update_admitted(host, config, slot, key, |entry| {
         entry.record(usage, code);
         let newly_dirty = !entry.dirty && entry.has_pending();
         entry.dirty |= newly_dirty;
         (newly_dirty, true)
-    };
-    let found = match slots.update_slot(slot, key, &mut change) {
-        Found::Missing => slots.update(key, &mut change),
-        found => found,
-    };
+    });
     match found {
         Found::Entry {
             slot,
@@ -117,6 +108,41 @@ pub(super) fn record(
                 );
             }
         }
+    }
+}
+
+/// An admitted request was refused before reaching the upstream: its usage awaiting a code is
+/// let go, never reported. An entry gone meanwhile took it along; one kept busy by other workers
+/// keeps it awaiting.
+pub(super) fn release(
+    host: &impl Host,
+    config: &crate::config::Config,
+    slot: u32,
+    key: &str,
+    usage: &Usage,
+) {
+    update_admitted(host, config, slot, key, |entry| {
+        entry.release(usage);
+        ((), true)
+    });
+}
+
+/// Runs `change` on the entry a request was admitted in: in its slot, else wherever the key went.
+fn update_admitted<T>(
+    host: &impl Host,
+    config: &crate::config::Config,
+    slot: u32,
+    key: &str,
+    mut change: impl FnMut(&mut Entry) -> (T, bool),
+) -> Found<T> {
+    let slots = Slots {
+        store: host,
+        prefix: &config.cache.key_prefix,
+        count: config.cache.slots,
+    };
+    match slots.update_slot(slot, key, &mut change) {
+        Found::Missing => slots.update(key, &mut change),
+        found => found,
     }
 }
 

@@ -73,6 +73,9 @@ impl Flow {
                     "tollgate: service {}: no cluster for plan {plan:?}",
                     service.id
                 );
+                if let Some(Report::Cached { slot, key, usage }) = &allow.report {
+                    super::cached::release(host, &self.config, *slot, key, usage);
+                }
                 return self.refuse_with(
                     host,
                     &decided.info,

@@ -618,6 +618,13 @@ mod cache_mode {
         })
     }
 
+    /// Per limit: the usage admitted on it since the refresh.
+    fn entry_used(host: &FakeHost, app: &str) -> Vec<u64> {
+        with_entry(host, app, |entry| {
+            entry.limits().map(|(_, used)| used).collect()
+        })
+    }
+
     #[test]
     fn one_authorize_fills_the_entry_then_requests_are_decided_locally() {
         let host = FakeHost::default();
@@ -737,6 +744,30 @@ mod cache_mode {
             host.header("x-tollgate-cluster").as_deref(),
             Some("fallback")
         );
+    }
+
+    #[test]
+    fn a_request_refused_for_its_plan_after_admission_leaves_no_usage() {
+        let host = FakeHost::default();
+        let no_default = CACHED
+            .replace(r#", "default": {"cluster": "production"}"#, "")
+            .replace("FAILURE", r#"{"policy": "deny"}"#);
+        let config = Rc::new(Config::load(no_default.as_bytes(), &|_| None).unwrap());
+        let mut flow = request(&host, &config, "a1");
+        host.answer(200, None, &TINY.replace("Tiny", "Other"));
+        flow.on_callout_response(&host, 7, 0);
+        assert_eq!(host.reply_code(), "no_route_for_plan");
+        for _ in 0..3 {
+            let mut flow = request(&host, &config, "a1");
+            assert_eq!(
+                host.reply_code(),
+                "no_route_for_plan",
+                "never limits_exceeded: refused requests use none of the limit of 2"
+            );
+            flow.on_log(&host);
+        }
+        assert_eq!(entry_used(&host, "a1"), vec![0]);
+        assert_eq!(entry_pending(&host, "a1"), Vec::new(), "nothing to report");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod report;
 pub mod service;
 pub mod stats;
 pub mod store;
+pub mod throttle;
 pub mod usage;
 pub mod verdict;
 

@@ -260,8 +260,15 @@ fn build_one(category: Category, layers: &[&RawErrors]) -> Result<CategoryReply,
     for (name, value) in merged.headers {
         let path = format!("{code}.headers.{name}");
         check_header_name(&name).map_err(|why| (path.clone(), why))?;
-        check_header_value(&value).map_err(|why| (path, why))?;
-        headers.push((name.to_ascii_lowercase(), value));
+        check_header_value(&value).map_err(|why| (path.clone(), why))?;
+        let name = name.to_ascii_lowercase();
+        if headers.iter().any(|(own, _)| *own == name) {
+            return Err((
+                path,
+                "set twice (header names are case-insensitive)".to_string(),
+            ));
+        }
+        headers.push((name, value));
     }
     let template = merged
         .body
@@ -290,6 +297,12 @@ fn merge(into: &mut RawCategoryReply, from: &RawCategoryReply) {
     into.content_type = from.content_type.or(into.content_type.take());
     into.body = from.body.or(into.body.take());
     into.grpc_status = from.grpc_status.or(into.grpc_status);
+    into.headers.retain(|name, _| {
+        !from
+            .headers
+            .keys()
+            .any(|own| own.eq_ignore_ascii_case(name))
+    });
     into.headers.extend(from.headers);
 }
 
@@ -406,6 +419,28 @@ mod tests {
         assert_eq!(
             body(&replies, Category::LimitsExceeded, None),
             "Usage limits exceeded\n"
+        );
+    }
+
+    #[test]
+    fn a_service_header_replaces_the_global_one_of_the_same_name() {
+        let global = errors(r#"{"no_match":{"headers":{"X-Why":"global","x-keep":"1"}}}"#);
+        let service = errors(r#"{"no_match":{"headers":{"x-why":"service"}}}"#);
+        let replies = Replies::build(&[&global, &service]).unwrap();
+        assert_eq!(
+            replies.get(Category::NoMatch).unwrap().headers,
+            vec![
+                ("x-keep".to_string(), "1".to_string()),
+                ("x-why".to_string(), "service".to_string()),
+            ]
+        );
+        let twice = errors(r#"{"no_match":{"headers":{"X-Why":"a","x-why":"b"}}}"#);
+        assert_eq!(
+            Replies::build(&[&twice]).unwrap_err(),
+            (
+                "no_match.headers.x-why".to_string(),
+                "set twice (header names are case-insensitive)".to_string()
+            )
         );
     }
 

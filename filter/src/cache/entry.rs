@@ -346,6 +346,24 @@ impl Entry {
         }
     }
 
+    /// A request admitted with `usage` awaiting its code was refused before reaching the upstream
+    /// (`no_route_for_plan`): its usage stops awaiting and comes off the limits, never reported.
+    pub fn release(&mut self, usage: &Usage) {
+        for (metric, delta) in usage.iter() {
+            self.unreported.answered(metric, delta);
+        }
+        for (report, used) in self.reports.iter_mut().zip(self.used.iter_mut()) {
+            // At most what this period counted: a period that rolled meanwhile never held it.
+            let delta = self
+                .hierarchy
+                .applied_delta(&report.metric, usage)
+                .min(*used);
+            *used -= delta;
+            report.current_value = report.current_value.saturating_sub(delta);
+            report.exceeded = report.current_value > report.max_value;
+        }
+    }
+
     /// Charges usage let through without consulting the limits (fail-open policies, entries
     /// without an answer).
     pub fn admit_unchecked(&mut self, usage: &Usage, now_s: u64) {

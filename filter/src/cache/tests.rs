@@ -472,6 +472,32 @@ mod refreshes {
     }
 
     #[test]
+    fn a_request_refused_after_admission_releases_its_usage() {
+        let mut entry = authorized();
+        let kept = usage(&[("get_hello", 2)]);
+        let refused = usage(&[("get_hello", 3)]);
+        entry.admit_awaiting_code(&kept, NOW);
+        entry.admit_awaiting_code(&refused, NOW);
+        entry.release(&refused);
+        assert_eq!(limit(&entry, "hits", Period::Day), (2, 2));
+        assert_eq!(limit(&entry, "get_hello", Period::Hour), (2, 2));
+        entry.refresh(Answer::Authorized, Some(&status(AUTHORIZED)), NOW_MS);
+        assert_eq!(
+            limit(&entry, "get_hello", Period::Hour),
+            (2, 2),
+            "a refresh no longer counts it"
+        );
+        entry.record(&kept, 200);
+        assert_eq!(
+            pending(&entry),
+            vec![(200, "get_hello", 2)],
+            "nor reports it"
+        );
+        entry.refresh(Answer::Authorized, Some(&status(AUTHORIZED)), NOW_MS);
+        assert_eq!(limit(&entry, "get_hello", Period::Hour), (2, 2));
+    }
+
+    #[test]
     fn refresh_replaces_the_answer_and_confirmation() {
         let mut entry = Entry::new(key(), Answer::Unknown, None, NOW_MS).unwrap();
         entry.admit_unchecked(&usage(&[("get_hello", 2)]), NOW);

@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::raw::{
-    Policy, RawCache, RawConfig, RawCredentials, RawDefaultCredentials, RawFailure, RawKind,
+    Mode, Policy, RawCache, RawConfig, RawCredentials, RawDefaultCredentials, RawFailure, RawKind,
     RawLocation, RawMappingRule, RawNames, RawPlanRoute, RawService, UnknownService,
 };
 use super::secret::Secret;
@@ -265,6 +265,19 @@ fn service(
         })
         .transpose()?;
     let failure = failure_policy(raw.failure.as_ref(), &format!("{path}.failure"))?;
+    if failure.fail_open_cluster.is_some() && routing.is_none() {
+        return Err(error(
+            format!("{path}.failure.fail_open_cluster"),
+            "needs `plans`: without plan routing Tollgate sets no cluster header",
+        ));
+    }
+    if failure.policy == Policy::AllowCached && raw.mode == Mode::PerRequest {
+        return Err(error(
+            format!("{path}.failure.policy"),
+            "allow_cached needs `mode` `cache`: per_request answers are not cached, \
+             so no cached decision would ever stand (it would act as `deny`)",
+        ));
+    }
     let service_errors = raw.errors.unwrap_or_default();
     let replies = Replies::build(&[global_errors, &service_errors])
         .map_err(|(sub, why)| error(format!("{path}.errors.{sub}"), why))?;

@@ -159,9 +159,13 @@ pub struct PlanRoute {
 impl PlanRouting {
     /// The route for `plan`, falling back to the default; None means `no_route_for_plan`.
     pub fn route(&self, plan: Option<&str>) -> Option<&PlanRoute> {
+        self.plan_route(plan).or(self.default.as_ref())
+    }
+
+    /// The route configured for `plan` itself, without the default.
+    pub fn plan_route(&self, plan: Option<&str>) -> Option<&PlanRoute> {
         plan.and_then(|plan| self.plans.iter().find(|(name, _)| name == plan))
             .map(|(_, route)| route)
-            .or(self.default.as_ref())
     }
 }
 

@@ -176,6 +176,40 @@ fn semantic_errors_name_the_json_path() {
 }
 
 #[test]
+fn failure_settings_that_could_never_apply_are_rejected() {
+    let fail_open = serde_json::json!({"policy": "allow", "fail_open_cluster": "fallback"});
+    let routed = load(&with("/services/0/failure", fail_open.clone())).unwrap();
+    assert_eq!(
+        routed.services[0].failure.fail_open_cluster.as_deref(),
+        Some("fallback")
+    );
+    // svc-oidc has no `plans`.
+    let e = error_of(&with("/services/1/failure", fail_open));
+    assert_eq!(
+        (e.path.as_str(), e.reason.as_str()),
+        (
+            "services[1].failure.fail_open_cluster",
+            "needs `plans`: without plan routing Tollgate sets no cluster header"
+        )
+    );
+
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&with("/services/1/mode", serde_json::json!("per_request"))).unwrap();
+    doc["services"][1]["failure"] = serde_json::json!({"policy": "allow_cached"});
+    let e = error_of(&doc.to_string());
+    assert_eq!(e.path, "services[1].failure.policy");
+    assert!(
+        e.reason.starts_with("allow_cached needs `mode` `cache`"),
+        "{e}"
+    );
+    doc["services"][1]["failure"] = serde_json::json!({"policy": "allow"});
+    assert!(
+        load(&doc.to_string()).is_ok(),
+        "other policies apply per request"
+    );
+}
+
+#[test]
 fn secrets_come_from_the_vm_environment_and_missing_ones_are_named() {
     let e = error_of(&with(
         "/services/0/service_token",

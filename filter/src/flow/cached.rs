@@ -80,21 +80,12 @@ pub(super) fn record(
     usage: &Usage,
     code: u16,
 ) {
-    let slots = Slots {
-        store: host,
-        prefix: &config.cache.key_prefix,
-        count: config.cache.slots,
-    };
-    let mut change = |entry: &mut Entry| {
+    let found = update_admitted(host, config, slot, key, |entry| {
         entry.record(usage, code);
         let newly_dirty = !entry.dirty && entry.has_pending();
         entry.dirty |= newly_dirty;
         (newly_dirty, true)
-    };
-    let found = match slots.update_slot(slot, key, &mut change) {
-        Found::Missing => slots.update(key, &mut change),
-        found => found,
-    };
+    });
     match found {
         Found::Entry {
             slot,
@@ -117,6 +108,41 @@ pub(super) fn record(
                 );
             }
         }
+    }
+}
+
+/// An admitted request was refused before reaching the upstream: its usage awaiting a code is
+/// let go, never reported. An entry gone meanwhile took it along; one kept busy by other workers
+/// keeps it awaiting.
+pub(super) fn release(
+    host: &impl Host,
+    config: &crate::config::Config,
+    slot: u32,
+    key: &str,
+    usage: &Usage,
+) {
+    update_admitted(host, config, slot, key, |entry| {
+        entry.release(usage);
+        ((), true)
+    });
+}
+
+/// Runs `change` on the entry a request was admitted in: in its slot, else wherever the key went.
+fn update_admitted<T>(
+    host: &impl Host,
+    config: &crate::config::Config,
+    slot: u32,
+    key: &str,
+    mut change: impl FnMut(&mut Entry) -> (T, bool),
+) -> Found<T> {
+    let slots = Slots {
+        store: host,
+        prefix: &config.cache.key_prefix,
+        count: config.cache.slots,
+    };
+    match slots.update_slot(slot, key, &mut change) {
+        Found::Missing => slots.update(key, &mut change),
+        found => found,
     }
 }
 
@@ -217,7 +243,7 @@ impl Flow {
                         referrer: decided.referrer.clone(),
                     });
                 }
-                self.admitted(host, decided, admission, Some((slot, key)))
+                self.admitted(host, decided, admission, Some((slot, key)), false)
             }
             Found::Entry {
                 result: Lookup::TooOld,
@@ -235,13 +261,15 @@ impl Flow {
         }
     }
 
-    /// A local decision: forward with the plan, or refuse with the limit's category.
+    /// A local decision: forward with the plan, or refuse with the limit's category. `fail_open`:
+    /// decided from the cache because 3scale could not answer.
     fn admitted(
         &mut self,
         host: &impl Host,
         decided: Decided,
         admission: Admission,
         slot: Option<(u32, String)>,
+        fail_open: bool,
     ) -> Action {
         match admission {
             Admission::Allowed { plan, rate_limit } => {
@@ -258,7 +286,7 @@ impl Flow {
                         plan,
                         rate_limit,
                         report,
-                        fail_open: false,
+                        fail_open,
                     },
                 )
             }
@@ -305,9 +333,10 @@ impl Flow {
                 }
                 _ => {
                     host.count(Stat::BackendErrors);
-                    log::warn!(
-                        "tollgate: service {}: 3scale unavailable for a cache fill",
-                        service.id
+                    crate::throttle::warn_unavailable(
+                        &service.id,
+                        host.now_ms(),
+                        format_args!("3scale unavailable for a cache fill"),
                     );
                     self.fail(host, decided, Some(key))
                 }
@@ -342,7 +371,13 @@ impl Flow {
                 if newly_dirty {
                     mark_dirty(host, &self.config.cache.key_prefix, slot);
                 }
-                self.admitted(host, decided, admission, Some((slot, key.to_string())))
+                self.admitted(
+                    host,
+                    decided,
+                    admission,
+                    Some((slot, key.to_string())),
+                    false,
+                )
             }
             Found::Missing | Found::Busy => self.decide_uncached(host, decided, &verdict),
         }
@@ -420,7 +455,7 @@ impl Flow {
                 if matches!(admission, Admission::Allowed { .. }) {
                     host.count(Stat::FailOpen);
                 }
-                return self.admitted(host, decided, admission, Some((slot, key)));
+                return self.admitted(host, decided, admission, Some((slot, key)), true);
             }
         }
         let listed = |credentials: &Credentials| {

@@ -219,7 +219,11 @@ impl Flow {
             }
             Verdict::Unavailable { detail } => {
                 host.count(Stat::BackendErrors);
-                log::warn!("tollgate: service {service_id}: 3scale unavailable: {detail}");
+                crate::throttle::warn_unavailable(
+                    &service_id,
+                    host.now_ms(),
+                    format_args!("3scale unavailable: {detail}"),
+                );
                 self.fail(host, decided, None)
             }
             Verdict::Misconfigured { code, detail } => {

@@ -7,7 +7,7 @@ use super::{DebugInfo, Decided, Flow, Forwarded, Report, RequestInfo, Stage};
 use crate::args::{remove_params, split_path};
 use crate::backend::answer::AuthStatus;
 use crate::category::Category;
-use crate::config::Service;
+use crate::config::{PlanRoute, Service};
 use crate::credentials::{Credentials, Location};
 use crate::host::{Action, Host};
 use crate::ratelimit::{RateLimit, from_limit_headers, most_constraining};
@@ -19,7 +19,8 @@ pub(super) struct Allow {
     pub plan: Option<String>,
     pub rate_limit: Option<RateLimit>,
     pub report: Option<Report>,
-    /// Let through by a failure policy: an unknown plan goes to the fail-open cluster.
+    /// Let through by a failure policy: without a route of its own plan, the request goes to the
+    /// fail-open cluster (before the default).
     pub fail_open: bool,
 }
 
@@ -61,17 +62,20 @@ impl Flow {
         if let Some(routing) = &service.routing {
             let fail_open = allow
                 .fail_open
-                .then(|| service.failure.fail_open_cluster.as_ref())
+                .then_some(service.failure.fail_open_cluster.as_deref())
                 .flatten();
-            let cluster = routing
-                .route(plan)
-                .map(|route| (route.cluster.as_str(), route.host.as_deref()))
-                .or_else(|| fail_open.map(|cluster| (cluster.as_str(), None)));
+            let cluster = match fail_open {
+                Some(cluster) => Some(routing.plan_route(plan).map_or((cluster, None), target)),
+                None => routing.route(plan).map(target),
+            };
             let Some((cluster, upstream_host)) = cluster else {
                 log::debug!(
                     "tollgate: service {}: no cluster for plan {plan:?}",
                     service.id
                 );
+                if let Some(Report::Cached { slot, key, usage }) = &allow.report {
+                    super::cached::release(host, &self.config, *slot, key, usage);
+                }
                 return self.refuse_with(
                     host,
                     &decided.info,
@@ -128,6 +132,11 @@ impl Flow {
         }));
         Action::Continue
     }
+}
+
+/// A route's cluster and Host rewrite.
+fn target(route: &PlanRoute) -> (&str, Option<&str>) {
+    (route.cluster.as_str(), route.host.as_deref())
 }
 
 pub(super) fn unix_now(host: &impl Host) -> u64 {

@@ -647,32 +647,50 @@ mod cache_mode {
         flow
     }
 
-    fn entry_pending(host: &FakeHost, app: &str) -> Vec<(u16, String, u64)> {
-        let slots = crate::cache::slots::Slots {
+    fn slots(host: &FakeHost) -> crate::cache::slots::Slots<'_, MemoryStore> {
+        crate::cache::slots::Slots {
             store: &host.store,
             prefix: "tollgate.v1",
             count: 1024,
-        };
-        let key = crate::cache::cache_key(
+        }
+    }
+
+    fn key(app: &str) -> String {
+        crate::cache::cache_key(
             "svc1",
             &crate::credentials::Credentials::AppId {
                 app_id: app.into(),
                 app_key: None,
             },
             None,
-        );
-        match slots.update(&key, |entry| {
-            (
-                entry
-                    .pending()
-                    .map(|t| (t.code, t.metric.clone(), t.delta))
-                    .collect::<Vec<_>>(),
-                false,
-            )
-        }) {
+        )
+    }
+
+    fn with_entry<T: Default>(
+        host: &FakeHost,
+        app: &str,
+        read: impl Fn(&crate::cache::Entry) -> T,
+    ) -> T {
+        match slots(host).update(&key(app), |entry| (read(entry), false)) {
             crate::cache::slots::Found::Entry { result, .. } => result,
-            _ => Vec::new(),
+            _ => T::default(),
         }
+    }
+
+    fn entry_pending(host: &FakeHost, app: &str) -> Vec<(u16, String, u64)> {
+        with_entry(host, app, |entry| {
+            entry
+                .pending()
+                .map(|t| (t.code, t.metric.clone(), t.delta))
+                .collect()
+        })
+    }
+
+    /// Per limit: the usage admitted on it since the refresh.
+    fn entry_used(host: &FakeHost, app: &str) -> Vec<u64> {
+        with_entry(host, app, |entry| {
+            entry.limits().map(|(_, used)| used).collect()
+        })
     }
 
     #[test]
@@ -750,11 +768,14 @@ mod cache_mode {
             assert_eq!(host.reply_status(), status, "{failure}");
             if status.is_none() {
                 assert!(host.resumed.get());
-                let cluster = host.header("x-tollgate-cluster");
-                assert!(
-                    cluster.as_deref() == Some("fallback")
-                        || cluster.as_deref() == Some("production"),
-                    "{cluster:?}"
+                let expected = match failure.contains("fail_open_cluster") {
+                    true => "fallback",
+                    false => "production",
+                };
+                assert_eq!(
+                    host.header("x-tollgate-cluster").as_deref(),
+                    Some(expected),
+                    "no plan known: the fail-open cluster wins over the default"
                 );
                 assert_eq!(entry_pending(&host, "a1"), Vec::new(), "until the response");
                 *host.status.borrow_mut() = Some("502".into());
@@ -767,6 +788,54 @@ mod cache_mode {
                 assert!(host.stats.borrow().contains(&Stat::FailOpen));
             }
         }
+    }
+
+    #[test]
+    fn a_cached_decision_standing_in_for_3scale_routes_an_unrouted_plan_to_the_fail_open_cluster() {
+        let host = FakeHost::default();
+        let config = config(r#"{"policy": "allow_cached", "fail_open_cluster": "fallback"}"#);
+        let other = crate::backend::parse_status(TINY.replace("Tiny", "Other").as_bytes()).unwrap();
+        let entry = crate::cache::Entry::new(
+            key("a1"),
+            crate::cache::Answer::Authorized,
+            Some(&other),
+            host.now_ms(),
+        )
+        .unwrap();
+        assert!(slots(&host).place(&entry, |_| {}).is_some());
+        // This worker has not seen the metric yet: it asks 3scale, which is down.
+        let mut flow = request(&host, &config, "a1");
+        *host.callout.borrow_mut() = CalloutResponse::default();
+        flow.on_callout_response(&host, 7, 0);
+        assert_eq!(host.reply_status(), None);
+        assert_eq!(
+            host.header("x-tollgate-cluster").as_deref(),
+            Some("fallback")
+        );
+    }
+
+    #[test]
+    fn a_request_refused_for_its_plan_after_admission_leaves_no_usage() {
+        let host = FakeHost::default();
+        let no_default = CACHED
+            .replace(r#", "default": {"cluster": "production"}"#, "")
+            .replace("FAILURE", r#"{"policy": "deny"}"#);
+        let config = Rc::new(Config::load(no_default.as_bytes(), &|_| None).unwrap());
+        let mut flow = request(&host, &config, "a1");
+        host.answer(200, None, &TINY.replace("Tiny", "Other"));
+        flow.on_callout_response(&host, 7, 0);
+        assert_eq!(host.reply_code(), "no_route_for_plan");
+        for _ in 0..3 {
+            let mut flow = request(&host, &config, "a1");
+            assert_eq!(
+                host.reply_code(),
+                "no_route_for_plan",
+                "never limits_exceeded: refused requests use none of the limit of 2"
+            );
+            flow.on_log(&host);
+        }
+        assert_eq!(entry_used(&host, "a1"), vec![0]);
+        assert_eq!(entry_pending(&host, "a1"), Vec::new(), "nothing to report");
     }
 
     #[test]

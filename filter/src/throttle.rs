@@ -1,0 +1,99 @@
+//! Rate-limited logging: during a 3scale outage every request fails the same way, and one line per
+//! request would flood the logs.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+/// At most one "3scale unavailable" line per service in this interval.
+pub const OUTAGE_LOG_INTERVAL_MS: u64 = 10_000;
+
+/// Per key: the first occurrence is logged at once, then at most one per interval, carrying how
+/// many were suppressed since the last line.
+#[derive(Debug)]
+pub struct Throttle {
+    interval_ms: u64,
+    keys: BTreeMap<String, Seen>,
+}
+
+#[derive(Debug)]
+struct Seen {
+    logged_at_ms: u64,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub fn new(interval_ms: u64) -> Throttle {
+        Throttle {
+            interval_ms,
+            keys: BTreeMap::new(),
+        }
+    }
+
+    /// An occurrence for `key` at `now_ms`: `Some(suppressed since the last line)` when it is to
+    /// be logged, `None` when it is suppressed.
+    pub fn allow(&mut self, key: &str, now_ms: u64) -> Option<u64> {
+        let Some(seen) = self.keys.get_mut(key) else {
+            self.keys.insert(
+                key.to_string(),
+                Seen {
+                    logged_at_ms: now_ms,
+                    suppressed: 0,
+                },
+            );
+            return Some(0);
+        };
+        if now_ms.saturating_sub(seen.logged_at_ms) < self.interval_ms {
+            seen.suppressed = seen.suppressed.saturating_add(1);
+            return None;
+        }
+        seen.logged_at_ms = now_ms;
+        Some(std::mem::take(&mut seen.suppressed))
+    }
+}
+
+thread_local! {
+    static OUTAGE: RefCell<Throttle> = RefCell::new(Throttle::new(OUTAGE_LOG_INTERVAL_MS));
+}
+
+/// Warns that 3scale could not answer for `service_id`, at most once per
+/// [`OUTAGE_LOG_INTERVAL_MS`] per service.
+pub fn warn_unavailable(service_id: &str, now_ms: u64, what: std::fmt::Arguments<'_>) {
+    let Some(suppressed) = OUTAGE.with(|throttle| throttle.borrow_mut().allow(service_id, now_ms))
+    else {
+        return;
+    };
+    if suppressed == 0 {
+        log::warn!("tollgate: service {service_id}: {what}");
+    } else {
+        log::warn!(
+            "tollgate: service {service_id}: {what} ({suppressed} more since the last such line)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_is_logged_then_one_per_interval_with_the_count_suppressed() {
+        let mut throttle = Throttle::new(10_000);
+        assert_eq!(throttle.allow("a", 1_000), Some(0));
+        assert_eq!(throttle.allow("a", 1_001), None);
+        assert_eq!(throttle.allow("a", 10_999), None);
+        assert_eq!(throttle.allow("b", 5_000), Some(0), "per key");
+        assert_eq!(throttle.allow("a", 11_000), Some(2));
+        assert_eq!(throttle.allow("a", 11_500), None);
+        assert_eq!(throttle.allow("a", 60_000), Some(1));
+        assert_eq!(throttle.allow("a", 90_000), Some(0), "nothing in between");
+        assert_eq!(throttle.allow("b", 5_001), None);
+    }
+
+    #[test]
+    fn a_clock_going_back_suppresses_until_the_interval_has_passed() {
+        let mut throttle = Throttle::new(10_000);
+        assert_eq!(throttle.allow("a", 50_000), Some(0));
+        assert_eq!(throttle.allow("a", 40_000), None);
+        assert_eq!(throttle.allow("a", 60_000), Some(1));
+    }
+}

@@ -2,7 +2,6 @@
 //! request would flood the logs.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 
 /// At most one "3scale unavailable" line per service in this interval.
 pub const OUTAGE_LOG_INTERVAL_MS: u64 = 10_000;
@@ -12,7 +11,8 @@ pub const OUTAGE_LOG_INTERVAL_MS: u64 = 10_000;
 #[derive(Debug)]
 pub struct Throttle {
     interval_ms: u64,
-    keys: BTreeMap<String, Seen>,
+    /// Few keys (one per service that failed): a list is smaller in the module than a map.
+    keys: Vec<(String, Seen)>,
 }
 
 #[derive(Debug)]
@@ -25,21 +25,19 @@ impl Throttle {
     pub fn new(interval_ms: u64) -> Throttle {
         Throttle {
             interval_ms,
-            keys: BTreeMap::new(),
+            keys: Vec::new(),
         }
     }
 
     /// An occurrence for `key` at `now_ms`: `Some(suppressed since the last line)` when it is to
     /// be logged, `None` when it is suppressed.
     pub fn allow(&mut self, key: &str, now_ms: u64) -> Option<u64> {
-        let Some(seen) = self.keys.get_mut(key) else {
-            self.keys.insert(
-                key.to_string(),
-                Seen {
-                    logged_at_ms: now_ms,
-                    suppressed: 0,
-                },
-            );
+        let Some((_, seen)) = self.keys.iter_mut().find(|(k, _)| k == key) else {
+            let seen = Seen {
+                logged_at_ms: now_ms,
+                suppressed: 0,
+            };
+            self.keys.push((key.to_string(), seen));
             return Some(0);
         };
         if now_ms.saturating_sub(seen.logged_at_ms) < self.interval_ms {

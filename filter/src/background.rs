@@ -32,7 +32,27 @@ pub struct RefreshJob {
 pub struct SingleReport {
     pub service: Rc<Service>,
     pub transaction: ReportTransaction,
+    /// How many times it was sent without an answer.
+    attempts: u32,
 }
+
+impl SingleReport {
+    fn units(&self) -> u64 {
+        self.transaction.usage.iter().map(|(_, d)| d).sum()
+    }
+}
+
+/// How many times a single report is sent when no answer comes (connection refused, no healthy
+/// upstream): resent after one report interval, then two, four... so the last attempt comes about
+/// 31 intervals after the first; then its usage is dropped and counted.
+const SINGLE_REPORT_ATTEMPTS: u32 = 6;
+
+/// Single reports waiting to be resent, at most: beyond, a report that gets no answer is dropped
+/// and counted rather than held in memory.
+const MAX_RESENDS: usize = 10_000;
+
+/// Resends sent per tick at most, so that 3scale coming back is not met with every one at once.
+const RESENDS_PER_TICK: usize = 100;
 
 #[derive(Default)]
 struct Outbox {
@@ -72,6 +92,7 @@ pub fn send_report(
         outbox.borrow_mut().reports.push(SingleReport {
             service,
             transaction,
+            attempts: 0,
         })
     });
 }
@@ -80,7 +101,7 @@ pub fn send_report(
 enum Call {
     Refresh { key: String },
     Batch(ReportCall),
-    Single { units: u64 },
+    Single(SingleReport),
 }
 
 /// The root context's side of the cache and the reports.
@@ -89,6 +110,8 @@ pub struct Background {
     /// Callouts in flight, by token (a handful at a time: a list beats a hash map in size).
     calls: Vec<(u32, Call)>,
     ids: BatchIds,
+    /// Single reports that got no answer, with when to send them again (ms).
+    resends: Vec<(u64, SingleReport)>,
 }
 
 impl Background {
@@ -97,6 +120,7 @@ impl Background {
             config,
             calls: Vec::new(),
             ids: BatchIds::new(vm_nonce),
+            resends: Vec::new(),
         }
     }
 
@@ -116,15 +140,19 @@ impl Background {
             self.refresh(host, job);
         }
         for report in outbox.reports {
-            let units = report.transaction.usage.iter().map(|(_, d)| d).sum();
-            let body = report_body(
-                &report.service.auth,
-                &report.service.id,
-                std::slice::from_ref(&report.transaction),
-            );
-            if let Some(token) = self.post(host, &body) {
-                self.calls.push((token, Call::Single { units }));
-            }
+            self.send_single(host, report, now_ms);
+        }
+        let mut sending = 0;
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.resends)
+            .into_iter()
+            .partition(|(at, _)| {
+                let due = *at <= now_ms && sending < RESENDS_PER_TICK;
+                sending += usize::from(due);
+                due
+            });
+        self.resends = waiting;
+        for (_, report) in due {
+            self.send_single(host, report, now_ms);
         }
         if self.flush_due(host, now_ms) {
             self.flush(host, now_ms);
@@ -151,6 +179,38 @@ impl Background {
             host.count(Stat::CacheRefreshes);
             self.calls.push((token, Call::Refresh { key: job.key }));
         }
+    }
+
+    fn send_single(&mut self, host: &impl Host, mut report: SingleReport, now_ms: u64) {
+        let body = report_body(
+            &report.service.auth,
+            &report.service.id,
+            std::slice::from_ref(&report.transaction),
+        );
+        report.attempts += 1;
+        match self.post(host, &body) {
+            Some(token) => self.calls.push((token, Call::Single(report))),
+            None => self.resend(host, report, now_ms),
+        }
+    }
+
+    /// A single report that never reached 3scale: sent again later, or dropped once its attempts
+    /// are spent.
+    fn resend(&mut self, host: &impl Host, report: SingleReport, now_ms: u64) {
+        let units = report.units();
+        if report.attempts >= SINGLE_REPORT_ATTEMPTS || self.resends.len() >= MAX_RESENDS {
+            host.add(Stat::DroppedUnits, units);
+            log::warn!(
+                "tollgate: service {}: report of {units} usage units dropped: no answer after {} attempt(s), {} reports waiting",
+                report.service.id,
+                report.attempts,
+                self.resends.len()
+            );
+            return;
+        }
+        host.add(Stat::RetriedUnits, units);
+        let wait = self.config.cache.report_interval_ms << report.attempts.saturating_sub(1);
+        self.resends.push((now_ms.saturating_add(wait), report));
     }
 
     fn post(&self, host: &impl Host, body: &str) -> Option<u32> {
@@ -238,10 +298,11 @@ impl Background {
                     );
                 }
             }
-            Call::Single { units } => match outcome(response.status, &response.body) {
-                Outcome::Accepted => host.add(Stat::ReportedUnits, units),
-                Outcome::Dropped => host.add(Stat::DroppedUnits, units),
-                Outcome::Retry | Outcome::Uncertain => host.add(Stat::UncertainUnits, units),
+            Call::Single(report) => match outcome(response.status, &response.body) {
+                Outcome::Accepted => host.add(Stat::ReportedUnits, report.units()),
+                Outcome::Dropped => host.add(Stat::DroppedUnits, report.units()),
+                Outcome::Uncertain => host.add(Stat::UncertainUnits, report.units()),
+                Outcome::Retry => self.resend(host, report, host.now_ms()),
             },
         }
     }
@@ -263,5 +324,253 @@ impl Background {
             entry.refresh(answer.clone(), status, now_ms);
             ((), true)
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use std::cell::{Cell, RefCell};
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::host::{CalloutResponse, DispatchError};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{SharedStore, StoreError};
+    use crate::usage::usage_of;
+
+    const CONFIG: &str = r#"{
+      "backend": {"cluster": "backend"},
+      "cache": {"report_interval_ms": 1000},
+      "services": [
+        {"id": "svc", "service_token": "t", "credentials": {"kind": "user_key"},
+         "mode": "per_request",
+         "mapping_rules": [{"method": "ANY", "pattern": "/", "metric": "hits"}]}
+      ]
+    }"#;
+
+    /// The root context's host: a clock, the report callouts it dispatches and their answer.
+    #[derive(Default)]
+    struct RootHost {
+        store: MemoryStore,
+        now_ms: Cell<u64>,
+        refuse_dispatch: Cell<bool>,
+        posted: RefCell<Vec<String>>,
+        answer: RefCell<CalloutResponse>,
+        stats: RefCell<Vec<(Stat, u64)>>,
+    }
+
+    impl RootHost {
+        fn total(&self, stat: Stat) -> u64 {
+            self.stats
+                .borrow()
+                .iter()
+                .filter(|(s, _)| *s == stat)
+                .map(|(_, n)| n)
+                .sum()
+        }
+
+        fn answer(&self, status: u16, body: &str) {
+            *self.answer.borrow_mut() = CalloutResponse {
+                status: Some(status),
+                body: body.as_bytes().to_vec(),
+                ..CalloutResponse::default()
+            };
+        }
+
+        fn later(&self, ms: u64) {
+            self.now_ms.set(self.now_ms.get() + ms);
+        }
+    }
+
+    impl SharedStore for RootHost {
+        fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+            self.store.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            self.store.set(key, value, cas)
+        }
+        fn enqueue(&self, value: &[u8]) -> Result<(), StoreError> {
+            self.store.enqueue(value)
+        }
+        fn dequeue(&self) -> Option<Vec<u8>> {
+            self.store.dequeue()
+        }
+    }
+
+    impl Host for RootHost {
+        fn request_header(&self, _name: &str) -> Option<Vec<u8>> {
+            None
+        }
+        fn request_headers(&self) -> Option<Vec<u8>> {
+            None
+        }
+        fn set_request_header(&self, _name: &str, _value: Option<&[u8]>) {}
+        fn request_body(&self, _size: usize) -> Option<Vec<u8>> {
+            None
+        }
+        fn set_request_body(&self, _body: &[u8]) {}
+        fn response_header(&self, _name: &str) -> Option<Vec<u8>> {
+            None
+        }
+        fn set_response_header(&self, _name: &str, _value: &[u8]) {}
+        fn property(&self, _path: &[&str]) -> Option<Vec<u8>> {
+            None
+        }
+        fn set_filter_state(&self, _name: &str, _value: &[u8]) {}
+        fn dispatch(
+            &self,
+            _cluster: &str,
+            _headers: &[(&str, &str)],
+            body: Option<&[u8]>,
+            _timeout: Duration,
+        ) -> Result<u32, DispatchError> {
+            if self.refuse_dispatch.get() {
+                return Err(DispatchError::Other);
+            }
+            let body = String::from_utf8_lossy(body.unwrap_or_default()).into_owned();
+            self.posted.borrow_mut().push(body);
+            Ok(self.posted.borrow().len() as u32)
+        }
+        fn callout_response(&self, _body_size: usize) -> CalloutResponse {
+            self.answer.borrow().clone()
+        }
+        fn send_reply(&self, _status: u16, _headers: &[(&str, &str)], _body: &[u8]) {}
+        fn send_grpc_reply(&self, _status: u32, _message: &str, _headers: &[(&str, &str)]) {}
+        fn resume_request(&self) {}
+        fn clear_route_cache(&self) {}
+        fn now(&self) -> SystemTime {
+            SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_000 + self.now_ms.get())
+        }
+        fn add(&self, stat: Stat, n: u64) {
+            self.stats.borrow_mut().push((stat, n));
+        }
+    }
+
+    const REFUSED: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
+
+    fn background() -> Background {
+        let config = Config::load(CONFIG.as_bytes(), &|_| None).unwrap();
+        Background::new(Rc::new(config), 1)
+    }
+
+    /// Queues one request's report of 3 hits with code 200.
+    fn report(background: &Background) {
+        let service = Rc::clone(&background.config.services[0]);
+        let usage = usage_of(&[("hits", 3)]);
+        send_report(
+            service,
+            Credentials::UserKey("uk".into()),
+            &usage,
+            Some(200),
+        );
+    }
+
+    fn tokens(host: &RootHost) -> u32 {
+        host.posted.borrow().len() as u32
+    }
+
+    #[test]
+    fn a_single_report_without_an_answer_is_sent_again_until_accepted() {
+        let host = RootHost::default();
+        let mut background = background();
+        report(&background);
+        background.tick(&host);
+        assert_eq!(tokens(&host), 1);
+        host.answer(503, REFUSED);
+        background.on_response(&host, 1, 0);
+        assert_eq!(host.total(Stat::RetriedUnits), 3);
+        assert_eq!(host.total(Stat::UncertainUnits), 0);
+
+        host.later(999);
+        background.tick(&host);
+        assert_eq!(tokens(&host), 1, "not before one report interval");
+        host.later(1);
+        background.tick(&host);
+        assert_eq!(tokens(&host), 2);
+        let posted = host.posted.borrow().clone();
+        assert_eq!(posted[1], posted[0], "the same report");
+
+        host.answer(202, "");
+        background.on_response(&host, 2, 0);
+        assert_eq!(host.total(Stat::ReportedUnits), 3);
+        assert_eq!(host.total(Stat::DroppedUnits), 0);
+        host.later(60_000);
+        background.tick(&host);
+        assert_eq!(tokens(&host), 2, "nothing left to resend");
+    }
+
+    #[test]
+    fn a_single_report_is_dropped_and_counted_when_its_attempts_are_spent() {
+        let host = RootHost::default();
+        let mut background = background();
+        report(&background);
+        host.answer(503, REFUSED);
+        for attempt in 1..=SINGLE_REPORT_ATTEMPTS {
+            background.tick(&host);
+            assert_eq!(tokens(&host), attempt, "attempt {attempt}");
+            background.on_response(&host, attempt, 0);
+            host.later(1000 << (attempt - 1));
+        }
+        assert_eq!(
+            host.total(Stat::RetriedUnits),
+            3 * u64::from(SINGLE_REPORT_ATTEMPTS - 1)
+        );
+        assert_eq!(host.total(Stat::DroppedUnits), 3);
+        host.later(1_000_000);
+        background.tick(&host);
+        assert_eq!(tokens(&host), SINGLE_REPORT_ATTEMPTS);
+    }
+
+    #[test]
+    fn a_timed_out_single_report_is_uncertain_and_not_resent() {
+        let host = RootHost::default();
+        let mut background = background();
+        report(&background);
+        background.tick(&host);
+        host.answer(504, "upstream request timeout");
+        background.on_response(&host, 1, 0);
+        assert_eq!(host.total(Stat::UncertainUnits), 3);
+        host.later(60_000);
+        background.tick(&host);
+        assert_eq!(tokens(&host), 1);
+    }
+
+    #[test]
+    fn single_reports_beyond_the_resend_bound_are_dropped_and_counted() {
+        let host = RootHost::default();
+        let mut background = background();
+        for _ in 0..MAX_RESENDS + 2 {
+            report(&background);
+        }
+        host.refuse_dispatch.set(true);
+        background.tick(&host);
+        assert_eq!(host.total(Stat::RetriedUnits), 3 * MAX_RESENDS as u64);
+        assert_eq!(host.total(Stat::DroppedUnits), 3 * 2);
+        host.refuse_dispatch.set(false);
+        host.later(1000);
+        background.tick(&host);
+        assert_eq!(
+            tokens(&host),
+            RESENDS_PER_TICK as u32,
+            "resent a few per tick"
+        );
+    }
+
+    #[test]
+    fn a_single_report_envoy_would_not_dispatch_is_counted_and_resent() {
+        let host = RootHost::default();
+        let mut background = background();
+        report(&background);
+        host.refuse_dispatch.set(true);
+        background.tick(&host);
+        assert_eq!(host.total(Stat::RetriedUnits), 3);
+        host.refuse_dispatch.set(false);
+        host.later(1000);
+        background.tick(&host);
+        assert_eq!(tokens(&host), 1);
+        host.answer(202, "");
+        background.on_response(&host, 1, 0);
+        assert_eq!(host.total(Stat::ReportedUnits), 3);
     }
 }

@@ -16,10 +16,11 @@ use crate::config::{Config, Service};
 use crate::credentials::Credentials;
 use crate::store::SharedStore;
 
-/// How many transactions one application may add to a report: a response code is counted once
-/// per transaction, so each request with a code is a transaction of its own, up to this many per
-/// application and report; beyond it the last transaction carries the rest (usage stays exact,
-/// the code count undercounts).
+/// How many transactions one application may add to a report, all its response codes together:
+/// a code is counted once per transaction, so each request with a code is a transaction of its
+/// own. Beyond this many, the codes share them and each code's last transaction
+/// carries the rest of its usage (usage stays exact, that code's count undercounts). At about
+/// three parameters a transaction, one application stays well within [`REPORT_PARAM_BUDGET`].
 pub const MAX_TRANSACTIONS_PER_APPLICATION: u64 = 900;
 
 /// One application's part of a call, with its transactions.
@@ -218,18 +219,22 @@ fn service_of(config: &Config, key: &str) -> Option<(Rc<Service>, Credentials)> 
 }
 
 /// One application's transactions as 3scale needs them: one per request with a response code (so
-/// the codes add up), the usage spread so that each carries some; without a code, one.
+/// the codes add up), the usage spread so that each carries some; without a code, one. At most
+/// [`MAX_TRANSACTIONS_PER_APPLICATION`] in all.
 fn expand(application: &Credentials, transactions: &[Transaction]) -> Vec<ReportTransaction> {
-    let mut out = Vec::new();
-    for transaction in transactions {
-        let total: u64 = transaction.usage.iter().map(|(_, d)| d).sum();
-        let count = match transaction.code {
-            Some(_) => transaction
-                .requests
-                .min(total)
-                .clamp(1, MAX_TRANSACTIONS_PER_APPLICATION),
+    let wanted: Vec<u64> = transactions
+        .iter()
+        .map(|transaction| match transaction.code {
+            Some(_) => {
+                let total: u64 = transaction.usage.iter().map(|(_, d)| d).sum();
+                transaction.requests.min(total).max(1)
+            }
             None => 1,
-        };
+        })
+        .collect();
+    let counts = share(&wanted, MAX_TRANSACTIONS_PER_APPLICATION);
+    let mut out = Vec::new();
+    for (transaction, count) in transactions.iter().zip(counts) {
         for usage in spread(&transaction.usage, count) {
             out.push(ReportTransaction {
                 application: application.clone(),
@@ -240,6 +245,27 @@ fn expand(application: &Credentials, transactions: &[Transaction]) -> Vec<Report
         }
     }
     out
+}
+
+/// Shares `cap` transactions among codes that want `wanted` each: all they want when it fits;
+/// otherwise every code gets at least one, and a code wanting less than an even share of what is
+/// left keeps its exact count, the others splitting the rest evenly.
+fn share(wanted: &[u64], cap: u64) -> Vec<u64> {
+    let mut counts = wanted.to_vec();
+    if wanted.iter().fold(0u64, |sum, w| sum.saturating_add(*w)) <= cap {
+        return counts;
+    }
+    let mut order: Vec<(u64, usize)> = wanted.iter().copied().zip(0..).collect();
+    order.sort_unstable();
+    let mut left = cap;
+    for (served, &(_, i)) in order.iter().enumerate() {
+        let sharing = (order.len() - served) as u64;
+        if let Some(count) = counts.get_mut(i) {
+            *count = (*count).min(left / sharing).max(1);
+            left = left.saturating_sub(*count);
+        }
+    }
+    counts
 }
 
 /// Splits usage into `count` parts that each carry at least one unit (`count` ≤ total units),
@@ -491,13 +517,125 @@ mod tests {
         assert_eq!(count(None), 1);
         assert_eq!(count(Some(200)), 3);
         assert_eq!(count(Some(500)), 2, "never more transactions than units");
-        assert_eq!(count(Some(404)), MAX_TRANSACTIONS_PER_APPLICATION);
+        assert_eq!(
+            count(Some(404)),
+            MAX_TRANSACTIONS_PER_APPLICATION - 1 - 3 - 2,
+            "the codes share the application's transactions"
+        );
+        assert_eq!(expanded.len() as u64, MAX_TRANSACTIONS_PER_APPLICATION);
         let units: u64 = expanded
             .iter()
             .flat_map(|t| t.usage.iter())
             .map(|(_, d)| d)
             .sum();
         assert_eq!(units, 4 + 6 + 2 + 5000);
+    }
+
+    #[test]
+    fn codes_share_the_transactions_evenly_small_ones_exact() {
+        assert_eq!(share(&[1, 3, 2], 900), vec![1, 3, 2]);
+        assert_eq!(
+            share(&[2000; 8], 900),
+            vec![112, 112, 112, 112, 113, 113, 113, 113]
+        );
+        assert_eq!(share(&[1, 10, 2000, 5000], 100), vec![1, 10, 44, 45]);
+        assert_eq!(share(&[5, 5, 5], 2), vec![1, 1, 1], "at least one each");
+        assert_eq!(share(&[u64::MAX, 1], 900), vec![899, 1]);
+    }
+
+    /// Units per (code, metric) in a report body.
+    type Totals = Vec<((Option<u16>, String), u64)>;
+
+    /// A report body read back: its units per code and metric, and its transactions per code.
+    fn read_body(body: &str) -> (Totals, Vec<(Option<u16>, u64)>) {
+        let mut codes: Vec<Option<u16>> = Vec::new();
+        let mut usage: Vec<(usize, String, u64)> = Vec::new();
+        for (name, value) in form_urlencoded::parse(body.as_bytes()) {
+            let Some(rest) = name.strip_prefix("transactions[") else {
+                continue;
+            };
+            let (index, field) = rest.split_once(']').unwrap();
+            let index: usize = index.parse().unwrap();
+            if codes.len() <= index {
+                codes.resize(index + 1, None);
+            }
+            if field == "[log][code]" {
+                codes[index] = Some(value.parse().unwrap());
+            } else if let Some(metric) = field.strip_prefix("[usage][") {
+                let metric = metric.trim_end_matches(']').to_string();
+                usage.push((index, metric, value.parse().unwrap()));
+            }
+        }
+        let mut totals: Totals = Vec::new();
+        for (index, metric, units) in usage {
+            let key = (codes[index], metric);
+            match totals.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, total)) => *total += units,
+                None => totals.push((key, units)),
+            }
+        }
+        let mut counts: Vec<(Option<u16>, u64)> = Vec::new();
+        for code in codes {
+            match counts.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((code, 1)),
+            }
+        }
+        (totals, counts)
+    }
+
+    #[test]
+    fn a_busy_application_with_every_code_stays_within_one_call() {
+        let store = MemoryStore::default();
+        let config = config();
+        let slots = Slots {
+            store: &store,
+            prefix: "t",
+            count: 1024,
+        };
+        let key = seed(&slots, "svc", app("busy"), Answer::Authorized, 0, 200);
+        let codes: Vec<u16> = (0..crate::cache::MAX_CODES as u16)
+            .map(|i| 200 + i)
+            .collect();
+        let request = usage(&[("hits", 1), ("get", 3)]);
+        let Found::Entry { .. } = slots.update(&key, |entry| {
+            for &code in &codes {
+                for _ in 0..2000 {
+                    entry.admit_unchecked(&request, NOW_MS / 1000);
+                    entry.record_code(&request, code);
+                }
+            }
+            for _ in 0..500 {
+                entry.admit_unchecked(&request, NOW_MS / 1000);
+            }
+            ((), true)
+        }) else {
+            panic!("entry not found")
+        };
+        let collected = collect(&slots, &config, &mut BatchIds::new(3), NOW_MS, 100);
+        assert_eq!(collected.calls.len(), 1);
+        let body = &collected.calls[0].body;
+        let params = form_urlencoded::parse(body.as_bytes()).count();
+        assert!(params <= REPORT_PARAM_BUDGET, "{params} parameters");
+
+        let (totals, counts) = read_body(body);
+        let total = |code: Option<u16>, metric: &str| {
+            totals
+                .iter()
+                .find(|((c, m), _)| *c == code && m == metric)
+                .map_or(0, |(_, units)| *units)
+        };
+        for &code in &codes {
+            assert_eq!(total(Some(code), "hits"), 2000, "{code}");
+            assert_eq!(total(Some(code), "get"), 6000, "{code}");
+        }
+        assert_eq!(total(None, "hits"), 500);
+        assert_eq!(total(None, "get"), 1500);
+        assert_eq!(collected.calls[0].units(), 8 * 2000 * 4 + 500 * 4);
+        assert_eq!(counts.len(), codes.len() + 1);
+        assert!(counts.iter().all(|(_, n)| *n >= 1));
+        let transactions: u64 = counts.iter().map(|(_, n)| n).sum();
+        assert!(transactions <= MAX_TRANSACTIONS_PER_APPLICATION);
     }
 
     #[test]

@@ -25,8 +25,10 @@ pub enum Stat {
     CacheUncachable,
     /// Let through by a failure policy while 3scale could not answer.
     FailOpen,
-    /// Reports: calls sent, and usage units by outcome.
+    /// Reports: calls sent; usage units that entered a report (pending or awaiting its code in a
+    /// cache entry, or a report of its own), then by outcome.
     ReportCalls,
+    QueuedUnits,
     ReportedUnits,
     RetriedUnits,
     DroppedUnits,
@@ -34,7 +36,7 @@ pub enum Stat {
 }
 
 /// Every stat but the per-category denials, in index order after them.
-const COUNTERS: [(Stat, &str); 16] = [
+const COUNTERS: [(Stat, &str); 17] = [
     (Stat::Allowed, "allowed"),
     (Stat::Unmatched, "unmatched"),
     (Stat::BackendCalls, "backend.calls"),
@@ -47,6 +49,7 @@ const COUNTERS: [(Stat, &str); 16] = [
     (Stat::CacheUncachable, "cache.uncachable"),
     (Stat::FailOpen, "failure_policy.allowed"),
     (Stat::ReportCalls, "reports.calls"),
+    (Stat::QueuedUnits, "reports.queued"),
     (Stat::ReportedUnits, "reports.sent"),
     (Stat::RetriedUnits, "reports.retried"),
     (Stat::DroppedUnits, "reports.dropped"),

@@ -146,6 +146,12 @@ fn update_admitted<T>(
     }
 }
 
+/// Counts usage that entered a cache entry's report: once per request, when it is admitted (it is
+/// then pending, or awaiting its code).
+fn queued(host: &impl Host, usage: &Usage) {
+    host.add(Stat::QueuedUnits, usage.iter().map(|(_, d)| d).sum());
+}
+
 /// What the entry said about one request.
 enum Lookup {
     Decided {
@@ -273,6 +279,7 @@ impl Flow {
     ) -> Action {
         match admission {
             Admission::Allowed { plan, rate_limit } => {
+                queued(host, &decided.usage);
                 let codes = decided.info.service.report_response_codes;
                 let report = slot.filter(|_| codes).map(|(slot, key)| Report::Cached {
                     slot,
@@ -505,6 +512,7 @@ impl Flow {
                 slot,
                 result: newly_dirty,
             } => {
+                queued(host, &decided.usage);
                 if newly_dirty {
                     mark_dirty(host, &self.config.cache.key_prefix, slot);
                 }

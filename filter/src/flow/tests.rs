@@ -609,6 +609,34 @@ fn requests_of_no_service_are_refused_or_passed_as_configured() {
     assert_eq!(*host.stats.borrow(), vec![Stat::Unmatched]);
 }
 
+#[test]
+fn a_report_after_the_response_counts_its_usage_queued() {
+    let config = CONFIG.replace(
+        r#""report_response_codes": false"#,
+        r#""report_response_codes": true"#,
+    );
+    let config = Rc::new(Config::load(config.as_bytes(), &|_| None).unwrap());
+    let host = api("POST", "/items?app_id=a1&app_key=k1", &[]);
+    let mut flow = Flow::new(config);
+    assert_eq!(flow.on_request_headers(&host, true), Action::Pause);
+    assert!(
+        host.callout_path()
+            .starts_with("/transactions/authorize.xml?")
+    );
+    host.answer(200, None, SANDBOX);
+    flow.on_callout_response(&host, 7, 0);
+    assert!(!host.stats.borrow().contains(&Stat::QueuedUnits));
+    *host.status.borrow_mut() = Some("201".into());
+    flow.on_log(&host);
+    let queued = host
+        .stats
+        .borrow()
+        .iter()
+        .filter(|s| **s == Stat::QueuedUnits)
+        .count();
+    assert_eq!(queued, 2, "create_item counts 2");
+}
+
 mod cache_mode {
     //! The same flow in `cache` mode: 3scale fills a shared entry once, later requests are decided
     //! from it without a callout, usage waits in the entry for the report flush.
@@ -743,6 +771,32 @@ mod cache_mode {
     }
 
     #[test]
+    fn usage_is_counted_queued_once_when_admitted() {
+        let host = FakeHost::default();
+        let config = config(r#"{"policy": "deny"}"#);
+        let queued = || {
+            host.stats
+                .borrow()
+                .iter()
+                .filter(|s| **s == Stat::QueuedUnits)
+                .count()
+        };
+        let mut flow = request(&host, &config, "a1");
+        host.answer(200, None, TINY);
+        flow.on_callout_response(&host, 7, 0);
+        assert_eq!(queued(), 1, "awaiting its code in the entry");
+        *host.status.borrow_mut() = Some("200".into());
+        flow.on_log(&host);
+        assert_eq!(queued(), 1, "pending with its code: the same unit");
+        let mut flow = request(&host, &config, "a1");
+        flow.on_log(&host);
+        let mut flow = request(&host, &config, "a1");
+        assert_eq!(host.reply_status(), Some(429));
+        flow.on_log(&host);
+        assert_eq!(queued(), 2, "a refused request queues nothing");
+    }
+
+    #[test]
     fn an_unreachable_3scale_is_denied_or_let_through_per_policy() {
         for (failure, status) in [
             (r#"{"policy": "deny"}"#, Some(503)),
@@ -786,6 +840,13 @@ mod cache_mode {
                     "kept for the report, with the code the client got"
                 );
                 assert!(host.stats.borrow().contains(&Stat::FailOpen));
+                let queued = host
+                    .stats
+                    .borrow()
+                    .iter()
+                    .filter(|s| **s == Stat::QueuedUnits)
+                    .count();
+                assert_eq!(queued, 1, "{failure}");
             }
         }
     }

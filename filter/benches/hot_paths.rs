@@ -670,6 +670,10 @@ impl Host for CountingHost {
     fn add(&self, _stat: Stat, _n: u64) {
         self.record("increment_metric");
     }
+
+    fn observe(&self, _histogram: tollgate::stats::Histogram, _value: u64) {
+        self.record("record_metric");
+    }
 }
 
 impl SharedStore for CountingHost {

@@ -445,6 +445,7 @@ mod tests {
         fn add(&self, stat: Stat, n: u64) {
             self.stats.borrow_mut().push((stat, n));
         }
+        fn observe(&self, _histogram: crate::stats::Histogram, _value: u64) {}
     }
 
     const REFUSED: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";

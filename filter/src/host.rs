@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::stats::Stat;
+use crate::stats::{Histogram, Stat};
 use crate::store::SharedStore;
 
 /// Why a callout could not even be sent.
@@ -75,6 +75,8 @@ pub trait Host: SharedStore {
     fn now(&self) -> SystemTime;
     /// Adds `n` to a counter.
     fn add(&self, stat: Stat, n: u64);
+    /// Records one value of a histogram.
+    fn observe(&self, histogram: Histogram, value: u64);
 
     fn count(&self, stat: Stat) {
         self.add(stat, 1);

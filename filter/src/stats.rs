@@ -2,6 +2,30 @@
 
 use crate::category::Category;
 
+/// A distribution Envoy keeps as a histogram (percentiles in its stats).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Histogram {
+    /// Milliseconds from a call to 3scale to its answer or failure, for every kind of call.
+    BackendLatencyMs,
+}
+
+impl Histogram {
+    pub const ALL: [Histogram; 1] = [Histogram::BackendLatencyMs];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Histogram::BackendLatencyMs => "tollgate.backend.latency_ms",
+        }
+    }
+
+    /// Position in [`Histogram::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Histogram::BackendLatencyMs => 0,
+        }
+    }
+}
+
 /// A counter. The glue defines one Envoy metric per stat at configuration time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stat {

@@ -796,6 +796,44 @@ fn categories(w: &World, cases: &mut Cases) {
     case(
         cases,
         w,
+        "3scale's latency is an Envoy histogram (tollgate.backend.latency_ms)",
+        || {
+            let histogram = || {
+                // Envoy names custom metrics without their `wasmcustom.` namespace in this format.
+                let text = w.stack.envoy.admin_get("/stats/prometheus").text();
+                let value = |suffix: &str| {
+                    text.lines()
+                        .find(|l| l.starts_with(&format!("tollgate_backend_latency_ms_{suffix}")))
+                        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                };
+                (value("count"), value("sum"))
+            };
+            let (count, sum) = histogram();
+            w.stack
+                .sim
+                .fault(json!({"endpoint": "authrep", "latency_ms": 300}));
+            let r = w.send(get("appid.test", &format!("/items?{PROD}")));
+            w.stack.sim.clear_faults();
+            w.assert_allowed(&r, "production");
+            // Envoy merges the workers' histograms after answering the read that asked for it.
+            let grown = tollgate_e2e::wait_until(
+                std::time::Duration::from_secs(5),
+                std::time::Duration::from_millis(100),
+                || {
+                    let (count_after, sum_after) = histogram();
+                    (count_after > count && sum_after - sum >= 300.0).then_some(sum_after - sum)
+                },
+            );
+            assert!(
+                grown.is_some_and(|added| added < 2000.0),
+                "the call's 300 ms in the histogram: {grown:?}"
+            );
+        },
+    );
+    case(
+        cases,
+        w,
         "configured errors: status, XML template with request id, extra header",
         || {
             for _ in 0..2 {

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::host::{CalloutResponse, DispatchError, Host};
 use crate::pairs;
-use crate::stats::Stat;
+use crate::stats::{Histogram, Stat};
 use crate::store::{SharedStore, StoreError};
 
 /// The request headers as they were when the request came, plus Tollgate's own changes.
@@ -178,6 +178,10 @@ impl<H: Host> Host for HeaderView<'_, H> {
 
     fn add(&self, stat: Stat, n: u64) {
         self.host.add(stat, n);
+    }
+
+    fn observe(&self, histogram: Histogram, value: u64) {
+        self.host.observe(histogram, value);
     }
 }
 

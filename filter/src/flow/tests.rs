@@ -9,7 +9,7 @@ use super::Flow;
 use crate::category::Category;
 use crate::config::Config;
 use crate::host::{Action, CalloutResponse, DispatchError, Host};
-use crate::stats::Stat;
+use crate::stats::{Histogram, Stat};
 use crate::store::memory::MemoryStore;
 use crate::store::{SharedStore, StoreError};
 
@@ -39,6 +39,7 @@ struct FakeHost {
     single_reads: Cell<usize>,
     /// The host cannot give the header map.
     no_header_map: bool,
+    observed: RefCell<Vec<(Histogram, u64)>>,
 }
 
 impl FakeHost {
@@ -214,6 +215,9 @@ impl Host for FakeHost {
         for _ in 0..n {
             self.stats.borrow_mut().push(stat);
         }
+    }
+    fn observe(&self, histogram: Histogram, value: u64) {
+        self.observed.borrow_mut().push((histogram, value));
     }
 }
 
@@ -532,6 +536,21 @@ fn trailers_wait_with_a_request_that_waits_for_3scale() {
     host.answer(200, None, SANDBOX);
     flow.on_callout_response(&host, 7, 0);
     assert_eq!(flow.on_request_trailers(&host), Action::Continue);
+}
+
+#[test]
+fn a_callout_latency_is_observed_once_from_dispatch_to_answer() {
+    let host = api("GET", "/items?app_id=a1", &[]);
+    let mut flow = new_flow();
+    assert_eq!(flow.on_request_headers(&host, true), Action::Pause);
+    host.elapsed.set(2);
+    crate::callout::answered(&host, 7);
+    crate::callout::answered(&host, 7);
+    crate::callout::answered(&host, 8);
+    assert_eq!(
+        *host.observed.borrow(),
+        vec![(Histogram::BackendLatencyMs, 2000)]
+    );
 }
 
 #[test]

@@ -4,25 +4,32 @@ use std::cell::RefCell;
 use std::time::{Duration, SystemTime};
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType, Status};
+use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 
 use super::ffi;
 use crate::host::{CalloutResponse, DispatchError, Host};
-use crate::stats::Stat;
+use crate::stats::{Histogram, Stat};
 
 thread_local! {
     /// Envoy metric ids, in [`Stat::all`] order, defined once per VM in `on_configure`.
     static METRICS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// Envoy histogram ids, in [`Histogram::ALL`] order.
+    static HISTOGRAMS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
 pub fn define_metrics() {
     let ids = Stat::all()
         .into_iter()
-        .filter_map(|stat| {
-            hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, &stat.name()).ok()
-        })
+        .filter_map(|stat| hostcalls::define_metric(MetricType::Counter, &stat.name()).ok())
         .collect::<Vec<_>>();
     METRICS.with(|metrics| *metrics.borrow_mut() = ids);
+    let ids = Histogram::ALL
+        .into_iter()
+        .filter_map(|histogram| {
+            hostcalls::define_metric(MetricType::Histogram, histogram.name()).ok()
+        })
+        .collect::<Vec<_>>();
+    HISTOGRAMS.with(|histograms| *histograms.borrow_mut() = ids);
 }
 
 pub struct ProxyHost;
@@ -167,6 +174,14 @@ impl Host for ProxyHost {
         METRICS.with(|metrics| {
             if let Some(id) = metrics.borrow().get(stat.index()) {
                 let _ = hostcalls::increment_metric(*id, n);
+            }
+        });
+    }
+
+    fn observe(&self, histogram: Histogram, value: u64) {
+        HISTOGRAMS.with(|histograms| {
+            if let Some(id) = histograms.borrow().get(histogram.index()) {
+                let _ = hostcalls::record_metric(*id, value);
             }
         });
     }

@@ -409,11 +409,19 @@ impl Flow {
             Verdict::Denied {
                 category,
                 retry_after,
+                status,
+                limits,
                 ..
             } => {
                 let denial = Denial {
                     retry_after: *retry_after,
-                    rate_limit: None,
+                    rate_limit: super::decide::refused_rate_limit(
+                        *category,
+                        limits.as_ref(),
+                        status.as_ref(),
+                        &decided.usage,
+                        unix_now(host),
+                    ),
                 };
                 let category = *category;
                 self.refuse(host, &decided.info, category, Some(denial))

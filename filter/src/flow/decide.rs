@@ -15,10 +15,10 @@ use crate::config::Mode;
 use crate::credentials::{Extracted, Location, extract};
 use crate::host::{Action, CalloutResponse, Host};
 use crate::mask::mask;
-use crate::ratelimit::{from_limit_headers, most_constraining};
+use crate::ratelimit::{RateLimit, from_limit_headers, most_constraining};
 use crate::service::select;
 use crate::stats::Stat;
-use crate::verdict::{Verdict, classify};
+use crate::verdict::{LimitHeaders, Verdict, classify};
 
 impl Flow {
     /// Cleans the incoming headers and finds the service; None when no service serves the request.
@@ -197,19 +197,13 @@ impl Flow {
                 retry_after,
             } => {
                 log::debug!("tollgate: service {service_id}: denied by 3scale ({reason})");
-                let rate_limit = if category == Category::LimitsExceeded {
-                    limits.as_ref().and_then(from_limit_headers).or_else(|| {
-                        let s = status.as_ref()?;
-                        most_constraining(
-                            &s.usage_reports,
-                            &s.hierarchy,
-                            &decided.usage,
-                            unix_now(host),
-                        )
-                    })
-                } else {
-                    None
-                };
+                let rate_limit = refused_rate_limit(
+                    category,
+                    limits.as_ref(),
+                    status.as_ref(),
+                    &decided.usage,
+                    unix_now(host),
+                );
                 let debug = decided_debug(&decided, status.as_ref());
                 let denial = Denial {
                     retry_after,
@@ -236,6 +230,24 @@ impl Flow {
             }
         }
     }
+}
+
+/// The RateLimit headers of a `limits_exceeded` answer: from 3scale's limit headers, else from its
+/// usage reports. None for other refusals.
+pub(super) fn refused_rate_limit(
+    category: Category,
+    limits: Option<&LimitHeaders>,
+    status: Option<&AuthStatus>,
+    usage: &crate::usage::Usage,
+    now: u64,
+) -> Option<RateLimit> {
+    if category != Category::LimitsExceeded {
+        return None;
+    }
+    limits.and_then(from_limit_headers).or_else(|| {
+        let status = status?;
+        most_constraining(&status.usage_reports, &status.hierarchy, usage, now)
+    })
 }
 
 fn decided_debug(decided: &Decided, status: Option<&AuthStatus>) -> Option<super::DebugInfo> {

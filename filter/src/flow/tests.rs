@@ -740,6 +740,44 @@ mod cache_mode {
         })
     }
 
+    /// Every slot `app`'s key may use holds another application's unreported usage.
+    fn fill_probed_slots(host: &FakeHost, app: &str) {
+        use crate::cache::{Answer, Entry, PROBES, slot};
+        let usage = crate::usage::usage_of(&[("hits", 1)]);
+        for probe in 0..PROBES {
+            let n = slot(&key(app), 1024, probe);
+            let mut other =
+                Entry::new(key(&format!("other-{n}")), Answer::Authorized, None, 0).unwrap();
+            other.admit_unchecked(&usage, 0);
+            host.store
+                .set(&slots(host).slot_key(n), &other.encode(), None)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn an_application_the_cache_cannot_hold_is_decided_by_3scale_limits_and_all() {
+        let host = FakeHost::default();
+        let config = config(r#"{"policy": "deny"}"#);
+        fill_probed_slots(&host, "a1");
+        let mut flow = request(&host, &config, "a1");
+        *host.callout.borrow_mut() = CalloutResponse {
+            status: Some(409),
+            rejection_reason: Some(b"limits_exceeded".to_vec()),
+            body: br#"<status><authorized>false</authorized><reason>usage limits are exceeded</reason><plan>Tiny</plan><usage_reports><usage_report metric="hits" period="eternity" exceeded="true"><max_value>2</max_value><current_value>2</current_value></usage_report></usage_reports></status>"#.to_vec(),
+            ..CalloutResponse::default()
+        };
+        flow.on_callout_response(&host, 7, 0);
+        assert!(host.stats.borrow().contains(&Stat::CacheUncachable));
+        assert_eq!(host.reply_status(), Some(429));
+        assert_eq!(host.reply_header("ratelimit-limit").as_deref(), Some("2"));
+        assert_eq!(
+            host.reply_header("ratelimit-remaining").as_deref(),
+            Some("0")
+        );
+        assert_eq!(entry_pending(&host, "a1"), vec![], "no entry of its own");
+    }
+
     #[test]
     fn one_authorize_fills_the_entry_then_requests_are_decided_locally() {
         let host = FakeHost::default();

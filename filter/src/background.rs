@@ -14,7 +14,7 @@ use crate::config::{Config, Role, Service};
 use crate::credentials::Credentials;
 use crate::host::Host;
 use crate::report::{BatchIds, Outcome, ReportCall, collect, outcome, settle};
-use crate::stats::Stat;
+use crate::stats::{Histogram, Stat};
 use crate::store::update;
 use crate::usage::Usage;
 use crate::verdict::classify;
@@ -42,8 +42,9 @@ impl SingleReport {
     }
 }
 
-/// How many times a single report is sent when no answer comes (connection refused, no healthy
-/// upstream): resent after one report interval, then two, four... so the last attempt comes about
+/// How many times a single report is sent when it surely was not applied (connection refused, no
+/// healthy upstream, apisonator's own 500/503): resent after one report interval, then two, four...
+/// so the last attempt comes about
 /// 31 intervals after the first; then its usage is dropped and counted.
 const SINGLE_REPORT_ATTEMPTS: u32 = 6;
 
@@ -107,8 +108,9 @@ enum Call {
 /// The root context's side of the cache and the reports.
 pub struct Background {
     config: Rc<Config>,
-    /// Callouts in flight, by token (a handful at a time: a list beats a hash map in size).
-    calls: Vec<(u32, Call)>,
+    /// Callouts in flight: token, when sent (ms), what for (a handful at a time: a list beats a
+    /// hash map in size).
+    calls: Vec<(u32, u64, Call)>,
     ids: BatchIds,
     /// Single reports that got no answer, with when to send them again (ms).
     resends: Vec<(u64, SingleReport)>,
@@ -177,7 +179,8 @@ impl Background {
         let path = call.path(&self.config.backend.path_prefix);
         if let Some(token) = crate::callout::get(host, &self.config.backend, &path) {
             host.count(Stat::CacheRefreshes);
-            self.calls.push((token, Call::Refresh { key: job.key }));
+            self.calls
+                .push((token, host.now_ms(), Call::Refresh { key: job.key }));
         }
     }
 
@@ -189,7 +192,7 @@ impl Background {
         );
         report.attempts += 1;
         match self.post(host, &body) {
-            Some(token) => self.calls.push((token, Call::Single(report))),
+            Some(token) => self.calls.push((token, now_ms, Call::Single(report))),
             None => self.resend(host, report, now_ms),
         }
     }
@@ -200,11 +203,14 @@ impl Background {
         let units = report.units();
         if report.attempts >= SINGLE_REPORT_ATTEMPTS || self.resends.len() >= MAX_RESENDS {
             host.add(Stat::DroppedUnits, units);
-            log::warn!(
-                "tollgate: service {}: report of {units} usage units dropped: no answer after {} attempt(s), {} reports waiting",
-                report.service.id,
-                report.attempts,
-                self.resends.len()
+            crate::throttle::warn_dropped(
+                &report.service.id,
+                now_ms,
+                format_args!(
+                    "report of {units} usage units dropped: no answer after {} attempt(s), {} reports waiting",
+                    report.attempts,
+                    self.resends.len()
+                ),
             );
             return;
         }
@@ -258,7 +264,7 @@ impl Background {
         for call in collected.calls {
             match self.post(host, &call.body) {
                 Some(token) => {
-                    self.calls.push((token, Call::Batch(call)));
+                    self.calls.push((token, now_ms, Call::Batch(call)));
                 }
                 None => {
                     let settled = settle(&slots, &call, Outcome::Retry);
@@ -270,11 +276,13 @@ impl Background {
 
     /// An answer to one of the root context's callouts.
     pub fn on_response(&mut self, host: &impl Host, token: u32, body_size: usize) {
-        let Some(index) = self.calls.iter().position(|(t, _)| *t == token) else {
+        let Some(index) = self.calls.iter().position(|(t, _, _)| *t == token) else {
             return;
         };
-        let (_, call) = self.calls.swap_remove(index);
+        let (_, sent_at_ms, call) = self.calls.swap_remove(index);
         let response = host.callout_response(body_size);
+        let latency = host.now_ms().saturating_sub(sent_at_ms);
+        host.observe(Histogram::BackendLatencyMs, latency);
         match call {
             Call::Refresh { key } => self.refreshed(host, &key, &response),
             Call::Batch(call) => {
@@ -358,6 +366,7 @@ mod tests {
         posted: RefCell<Vec<String>>,
         answer: RefCell<CalloutResponse>,
         stats: RefCell<Vec<(Stat, u64)>>,
+        latencies: RefCell<Vec<u64>>,
     }
 
     impl RootHost {
@@ -445,7 +454,9 @@ mod tests {
         fn add(&self, stat: Stat, n: u64) {
             self.stats.borrow_mut().push((stat, n));
         }
-        fn observe(&self, _histogram: crate::stats::Histogram, _value: u64) {}
+        fn observe(&self, _histogram: Histogram, value: u64) {
+            self.latencies.borrow_mut().push(value);
+        }
     }
 
     const REFUSED: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
@@ -492,8 +503,10 @@ mod tests {
         let posted = host.posted.borrow().clone();
         assert_eq!(posted[1], posted[0], "the same report");
 
+        host.later(40);
         host.answer(202, "");
         background.on_response(&host, 2, 0);
+        assert_eq!(*host.latencies.borrow(), vec![0, 40], "each call timed");
         assert_eq!(host.total(Stat::ReportedUnits), 3);
         assert_eq!(host.total(Stat::DroppedUnits), 0);
         host.later(60_000);

@@ -1,48 +1,19 @@
 //! Callouts to the 3scale Service Management API through Envoy's cluster: the GET of an
 //! authorization and the POST of a report, with the headers every call carries.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::time::Duration;
 
 use crate::backend::call::options;
 use crate::config::Backend;
 use crate::host::{DispatchError, Host};
-use crate::stats::{Histogram, Stat};
+use crate::stats::Stat;
 
 const USER_AGENT: &str = concat!("tollgate/", env!("CARGO_PKG_VERSION"));
 
 thread_local! {
     /// A dispatch refused by Envoy (unknown cluster) is logged loudly once per VM, not per request.
     static DISPATCH_FAILURE_LOGGED: Cell<bool> = const { Cell::new(false) };
-    /// When each callout of this VM waiting for its answer was sent: (token, ms).
-    static SENT: RefCell<Vec<(u32, u64)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Callouts remembered at most: Envoy drops the answer of a callout whose request went away, so
-/// its entry is only ever removed here.
-const MAX_REMEMBERED: usize = 4096;
-
-fn remember_sent(token: u32, now_ms: u64) {
-    SENT.with(|sent| {
-        let mut sent = sent.borrow_mut();
-        if sent.len() >= MAX_REMEMBERED {
-            sent.remove(0);
-        }
-        sent.push((token, now_ms));
-    });
-}
-
-/// A callout's answer (or failure) came: its latency joins `tollgate.backend.latency_ms`.
-pub fn answered(host: &impl Host, token: u32) {
-    let sent_at = SENT.with(|sent| {
-        let mut sent = sent.borrow_mut();
-        let index = sent.iter().position(|(t, _)| *t == token)?;
-        Some(sent.swap_remove(index).1)
-    });
-    if let Some(sent_at) = sent_at {
-        let latency = host.now_ms().saturating_sub(sent_at);
-        host.observe(Histogram::BackendLatencyMs, latency);
-    }
 }
 
 /// `GET path` (an authrep or authorize URL) with `3scale-options`. The token, or None when Envoy
@@ -94,7 +65,6 @@ fn dispatched(
     match result {
         Ok(token) => {
             host.count(Stat::BackendCalls);
-            remember_sent(token, host.now_ms());
             Some(token)
         }
         Err(error) => {

@@ -56,8 +56,17 @@ thread_local! {
 /// Warns that 3scale could not answer for `service_id`, at most once per
 /// [`OUTAGE_LOG_INTERVAL_MS`] per service.
 pub fn warn_unavailable(service_id: &str, now_ms: u64, what: std::fmt::Arguments<'_>) {
-    let Some(suppressed) = OUTAGE.with(|throttle| throttle.borrow_mut().allow(service_id, now_ms))
-    else {
+    warn_service(service_id, service_id, now_ms, what);
+}
+
+/// Warns that `service_id`'s usage was dropped, at most once per [`OUTAGE_LOG_INTERVAL_MS`] per
+/// service (drops come in bursts during an outage).
+pub fn warn_dropped(service_id: &str, now_ms: u64, what: std::fmt::Arguments<'_>) {
+    warn_service(&format!("{service_id}\0dropped"), service_id, now_ms, what);
+}
+
+fn warn_service(key: &str, service_id: &str, now_ms: u64, what: std::fmt::Arguments<'_>) {
+    let Some(suppressed) = OUTAGE.with(|throttle| throttle.borrow_mut().allow(key, now_ms)) else {
         return;
     };
     if suppressed == 0 {

@@ -348,12 +348,14 @@ impl Entry {
 
     /// A request admitted with `usage` awaiting its code was refused before reaching the upstream
     /// (`no_route_for_plan`): its usage stops awaiting and comes off the limits, never reported.
-    pub fn release(&mut self, usage: &Usage) {
+    pub fn give_back(&mut self, usage: &Usage) {
         for (metric, delta) in usage.iter() {
             self.unreported.answered(metric, delta);
         }
         for (report, used) in self.reports.iter_mut().zip(self.used.iter_mut()) {
-            // At most what this period counted: a period that rolled meanwhile never held it.
+            // At most what the period holds. Admission and give-back happen in one callback, so a
+            // period rolling in between (another worker, at the boundary) is rare; it then takes
+            // this request's units from others' and undercounts by them once.
             let delta = self
                 .hierarchy
                 .applied_delta(&report.metric, usage)

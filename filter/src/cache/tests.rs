@@ -478,7 +478,7 @@ mod refreshes {
         let refused = usage(&[("get_hello", 3)]);
         entry.admit_awaiting_code(&kept, NOW);
         entry.admit_awaiting_code(&refused, NOW);
-        entry.release(&refused);
+        entry.give_back(&refused);
         assert_eq!(limit(&entry, "hits", Period::Day), (2, 2));
         assert_eq!(limit(&entry, "get_hello", Period::Hour), (2, 2));
         entry.refresh(Answer::Authorized, Some(&status(AUTHORIZED)), NOW_MS);

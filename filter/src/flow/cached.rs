@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use super::forward::{Allow, unix_now};
 use super::refuse::Denial;
-use super::{Decided, Flow, Purpose, Report};
+use super::{Decided, Flow, Purpose, Report, Stage};
 use crate::background::{RefreshJob, request_refresh};
 use crate::cache::slots::{Found, Slots};
 use crate::cache::{Admission, Answer, Entry, cache_key};
@@ -114,7 +114,7 @@ pub(super) fn record(
 /// An admitted request was refused before reaching the upstream: its usage awaiting a code is
 /// let go, never reported. An entry gone meanwhile took it along; one kept busy by other workers
 /// keeps it awaiting.
-pub(super) fn release(
+pub(super) fn give_back(
     host: &impl Host,
     config: &crate::config::Config,
     slot: u32,
@@ -122,7 +122,7 @@ pub(super) fn release(
     usage: &Usage,
 ) {
     update_admitted(host, config, slot, key, |entry| {
-        entry.release(usage);
+        entry.give_back(usage);
         ((), true)
     });
 }
@@ -146,10 +146,8 @@ fn update_admitted<T>(
     }
 }
 
-/// Counts usage that entered a cache entry's report: once per request, when it is admitted (it is
-/// then pending, or awaiting its code).
-fn queued(host: &impl Host, usage: &Usage) {
-    host.add(Stat::QueuedUnits, usage.iter().map(|(_, d)| d).sum());
+fn units(usage: &Usage) -> u64 {
+    usage.iter().map(|(_, d)| d).sum()
 }
 
 /// What the entry said about one request.
@@ -279,23 +277,22 @@ impl Flow {
     ) -> Action {
         match admission {
             Admission::Allowed { plan, rate_limit } => {
-                queued(host, &decided.usage);
+                let units = units(&decided.usage);
                 let codes = decided.info.service.report_response_codes;
                 let report = slot.filter(|_| codes).map(|(slot, key)| Report::Cached {
                     slot,
                     key,
                     usage: decided.usage.clone(),
                 });
-                self.forward(
-                    host,
-                    decided,
-                    Allow {
-                        plan,
-                        rate_limit,
-                        report,
-                        fail_open,
-                    },
-                )
+                let allow = Allow {
+                    plan,
+                    rate_limit,
+                    report,
+                    fail_open,
+                };
+                let action = self.forward(host, decided, allow);
+                self.count_queued(host, units, codes);
+                action
             }
             Admission::Refused {
                 category,
@@ -515,12 +512,14 @@ impl Flow {
             }
         }
         let codes = decided.info.service.report_response_codes;
+        let units = units(&decided.usage);
+        let mut in_entry = false;
         let report = match found {
             Found::Entry {
                 slot,
                 result: newly_dirty,
             } => {
-                queued(host, &decided.usage);
+                in_entry = true;
                 if newly_dirty {
                     mark_dirty(host, &self.config.cache.key_prefix, slot);
                 }
@@ -532,15 +531,25 @@ impl Flow {
             }
             Found::Missing | Found::Busy => Some(Report::single(&decided)),
         };
-        self.forward(
-            host,
-            decided,
-            Allow {
-                plan,
-                rate_limit: None,
-                report,
-                fail_open: true,
-            },
-        )
+        let allow = Allow {
+            plan,
+            rate_limit: None,
+            report,
+            fail_open: true,
+        };
+        let action = self.forward(host, decided, allow);
+        if in_entry {
+            self.count_queued(host, units, codes);
+        }
+        action
+    }
+
+    /// Counts usage admitted into a cache entry's report, once per request. With response codes
+    /// tracked, a request refused after its admission (`no_route_for_plan`) gave its usage back;
+    /// without, its usage was already pending and is reported.
+    fn count_queued(&self, host: &impl Host, units: u64, codes: bool) {
+        if !codes || matches!(self.stage, Stage::Forwarded(_)) {
+            host.add(Stat::QueuedUnits, units);
+        }
     }
 }

@@ -118,6 +118,7 @@ impl Flow {
             form_body,
             referrer,
             purpose: Purpose::Authrep,
+            asked_at_ms: 0,
         };
         match service.mode {
             Mode::Cache => self.authorize_cached(host, decided),
@@ -152,6 +153,7 @@ impl Flow {
         };
         let path = call.path(&self.config.backend.path_prefix);
         decided.purpose = purpose;
+        decided.asked_at_ms = host.now_ms();
         match crate::callout::get(host, &self.config.backend, &path) {
             Some(_token) => {
                 self.stage = Stage::WaitingForBackend(Box::new(decided));
@@ -259,9 +261,10 @@ fn decided_debug(decided: &Decided, status: Option<&AuthStatus>) -> Option<super
 
 /// A form request whose decision waits for its body: the headers are let go first.
 pub(super) struct FormWait {
-    /// Credentials the headers or the query already carry (in a location listed after `form`):
-    /// removed before the headers leave, since nothing can change them afterwards.
-    pub(super) carried: Option<Location>,
+    /// Where the headers or the query already hold credentials: stripped before the headers
+    /// leave, since nothing can change them afterwards (a form that holds credentials too wins
+    /// the decision; these are removed all the same).
+    pub(super) strip_at_release: Option<Location>,
 }
 
 /// Whether the decision needs the form body: a form post to a service that reads forms, unless the
@@ -289,12 +292,12 @@ pub(super) fn form_wait(host: &impl Host, info: &RequestInfo) -> Option<FormWait
         form: None,
         jwt: &service.jwt,
     };
-    let (carried, after_form) = match extract(spec, &mut source) {
+    let (strip_at_release, after_form) = match extract(spec, &mut source) {
         Extracted::Found(found) => (Some(found.location), position(found.location) > form),
         Extracted::Invalid(location) => (None, position(location) > form),
         Extracted::Missing => (None, true),
     };
-    (rules_read_args || after_form).then_some(FormWait { carried })
+    (rules_read_args || after_form).then_some(FormWait { strip_at_release })
 }
 
 /// Before letting the headers go, everything the upstream must (not) see in them: no
@@ -307,7 +310,7 @@ pub(super) fn release_headers(host: &impl Host, info: &RequestInfo, wait: &FormW
         if service.credentials.locations.contains(&Location::Form) {
             host.set_request_header("content-length", None);
         }
-        if let Some(location) = wait.carried {
+        if let Some(location) = wait.strip_at_release {
             super::forward::strip_at(host, info, location, None);
         }
     }

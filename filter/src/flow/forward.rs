@@ -74,7 +74,7 @@ impl Flow {
                     service.id
                 );
                 if let Some(Report::Cached { slot, key, usage }) = &allow.report {
-                    super::cached::release(host, &self.config, *slot, key, usage);
+                    super::cached::give_back(host, &self.config, *slot, key, usage);
                 }
                 return self.refuse_with(
                     host,

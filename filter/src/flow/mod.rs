@@ -21,6 +21,7 @@ use crate::config::{Config, Service};
 use crate::credentials::{Credentials, Location};
 use crate::host::{Action, Host};
 use crate::ratelimit::RateLimit;
+use crate::stats::Histogram;
 use crate::usage::Usage;
 use headers::{HeaderSnapshot, HeaderView};
 
@@ -68,6 +69,8 @@ struct Decided {
     form_body: Option<Vec<u8>>,
     referrer: Option<String>,
     purpose: Purpose,
+    /// When 3scale was asked (ms), for `tollgate.backend.latency_ms`.
+    asked_at_ms: u64,
 }
 
 /// What the response phase still needs to know about an allowed request.
@@ -198,6 +201,8 @@ impl Flow {
             return;
         };
         let response = host.callout_response(body_size);
+        let latency = host.now_ms().saturating_sub(decided.asked_at_ms);
+        host.observe(Histogram::BackendLatencyMs, latency);
         let action = match decided.info.snapshot.take() {
             Some(snapshot) => {
                 let released = HeaderView {

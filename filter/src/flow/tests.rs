@@ -539,14 +539,13 @@ fn trailers_wait_with_a_request_that_waits_for_3scale() {
 }
 
 #[test]
-fn a_callout_latency_is_observed_once_from_dispatch_to_answer() {
+fn a_callout_latency_is_observed_from_dispatch_to_answer() {
     let host = api("GET", "/items?app_id=a1", &[]);
     let mut flow = new_flow();
     assert_eq!(flow.on_request_headers(&host, true), Action::Pause);
     host.elapsed.set(2);
-    crate::callout::answered(&host, 7);
-    crate::callout::answered(&host, 7);
-    crate::callout::answered(&host, 8);
+    host.answer(200, None, SANDBOX);
+    flow.on_callout_response(&host, 7, 0);
     assert_eq!(
         *host.observed.borrow(),
         vec![(Histogram::BackendLatencyMs, 2000)]
@@ -954,6 +953,10 @@ mod cache_mode {
         }
         assert_eq!(entry_used(&host, "a1"), vec![0]);
         assert_eq!(entry_pending(&host, "a1"), Vec::new(), "nothing to report");
+        assert!(
+            !host.stats.borrow().contains(&Stat::QueuedUnits),
+            "and nothing queued"
+        );
     }
 
     #[test]

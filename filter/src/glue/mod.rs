@@ -38,7 +38,6 @@ impl Context for Root {
         body_size: usize,
         _trailers: usize,
     ) {
-        crate::callout::answered(&ProxyHost, token);
         if let Some(background) = &mut self.background {
             background.on_response(&ProxyHost, token, body_size);
         }
@@ -126,7 +125,6 @@ impl Context for Request {
         body_size: usize,
         _trailers: usize,
     ) {
-        crate::callout::answered(&ProxyHost, token);
         if let Some(flow) = &mut self.flow {
             flow.on_callout_response(&ProxyHost, token, body_size);
         }

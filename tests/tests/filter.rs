@@ -827,7 +827,7 @@ fn categories(w: &World, cases: &mut Cases) {
                 std::time::Duration::from_millis(100),
                 || Some(slow_calls()).filter(|&n| n > before),
             );
-            assert_eq!(after, Some(before + 1), "one call of 300 ms observed");
+            assert!(after.is_some(), "no call of 250 ms to 1 s observed");
         },
     );
     case(

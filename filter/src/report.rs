@@ -394,6 +394,14 @@ mod tests {
         Config::load(CONFIG.as_bytes(), &|_| None).unwrap()
     }
 
+    fn slots(store: &MemoryStore) -> Slots<'_, MemoryStore> {
+        Slots {
+            store,
+            prefix: "t",
+            count: 1024,
+        }
+    }
+
     use crate::usage::usage_of as usage;
 
     fn app(id: &str) -> Credentials {
@@ -588,11 +596,7 @@ mod tests {
     fn a_busy_application_with_every_code_stays_within_one_call() {
         let store = MemoryStore::default();
         let config = config();
-        let slots = Slots {
-            store: &store,
-            prefix: "t",
-            count: 1024,
-        };
+        let slots = slots(&store);
         let key = seed(&slots, "svc", app("busy"), Answer::Authorized, 0, 200);
         let codes: Vec<u16> = (0..crate::cache::MAX_CODES as u16)
             .map(|i| 200 + i)
@@ -642,11 +646,7 @@ mod tests {
     fn confirmed_applications_share_calls_and_others_go_alone() {
         let store = MemoryStore::default();
         let config = config();
-        let slots = Slots {
-            store: &store,
-            prefix: "t",
-            count: 1024,
-        };
+        let slots = slots(&store);
         let a = seed(&slots, "svc", app("a"), Answer::Authorized, 2, 200);
         let b = seed(&slots, "svc", app("b"), Answer::LimitsOnly, 1, 404);
         let c = seed(&slots, "svc", app("c"), Answer::Unknown, 1, 200);
@@ -704,11 +704,7 @@ mod tests {
     fn outcomes_settle_every_application_of_a_call() {
         let store = MemoryStore::default();
         let config = config();
-        let slots = Slots {
-            store: &store,
-            prefix: "t",
-            count: 1024,
-        };
+        let slots = slots(&store);
         let a = seed(&slots, "svc", app("a"), Answer::Authorized, 3, 200);
         let mut ids = BatchIds::new(1);
         let call = collect(&slots, &config, &mut ids, NOW_MS, 100)
@@ -738,11 +734,7 @@ mod tests {
     fn batches_abandoned_by_a_dead_vm_are_counted_as_uncertain() {
         let store = MemoryStore::default();
         let config = config();
-        let slots = Slots {
-            store: &store,
-            prefix: "t",
-            count: 1024,
-        };
+        let slots = slots(&store);
         let a = seed(&slots, "svc", app("a"), Answer::Authorized, 1, 200);
         let mut dead_vm = BatchIds::new(9);
         let _lost = collect(&slots, &config, &mut dead_vm, NOW_MS, 100);

@@ -347,7 +347,7 @@ mod cache_decision {
         let usage = usage();
         bencher.bench_local(|| {
             let mut entry = Entry::decode(black_box(&bytes)).unwrap();
-            entry.record(&usage, 200);
+            entry.record(&usage, 200, NOW_MS / 1000);
             black_box(entry.encode())
         });
     }

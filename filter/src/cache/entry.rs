@@ -262,7 +262,7 @@ impl Entry {
         }
         self.charge_limits(usage);
         if pending {
-            self.record(usage, 0);
+            self.add_pending(usage, 0);
         } else {
             self.await_code(usage, now_s);
         }
@@ -334,11 +334,18 @@ impl Entry {
         }
     }
 
-    /// Adds one request's usage to the pending report, under its response code (0: not known);
-    /// if it was awaiting its code, it stops awaiting.
-    pub fn record(&mut self, usage: &Usage, code: u16) {
+    /// A request admitted at `admitted_at_s` with `usage` awaiting its code got `code` (0: no
+    /// response): its usage stops awaiting and joins the pending report under that code.
+    pub fn record(&mut self, usage: &Usage, code: u16, admitted_at_s: u64) {
         for (metric, delta) in usage.iter() {
-            self.unreported.answered(metric, delta);
+            self.unreported.answered(metric, delta, admitted_at_s);
+        }
+        self.add_pending(usage, code);
+    }
+
+    /// Adds one request's usage to the pending report, under its response code (0: not known).
+    fn add_pending(&mut self, usage: &Usage, code: u16) {
+        for (metric, delta) in usage.iter() {
             self.unreported.add(code, metric, delta);
         }
         if usage.iter().any(|(_, delta)| delta > 0) {
@@ -346,11 +353,12 @@ impl Entry {
         }
     }
 
-    /// A request admitted with `usage` awaiting its code was refused before reaching the upstream
-    /// (`no_route_for_plan`): its usage stops awaiting and comes off the limits, never reported.
-    pub fn give_back(&mut self, usage: &Usage) {
+    /// A request admitted at `admitted_at_s` with `usage` awaiting its code was refused before
+    /// reaching the upstream (`no_route_for_plan`): its usage stops awaiting and comes off the
+    /// limits, never reported.
+    pub fn give_back(&mut self, usage: &Usage, admitted_at_s: u64) {
         for (metric, delta) in usage.iter() {
-            self.unreported.answered(metric, delta);
+            self.unreported.answered(metric, delta, admitted_at_s);
         }
         for (report, used) in self.reports.iter_mut().zip(self.used.iter_mut()) {
             // At most what the period holds. Admission and give-back happen in one callback, so a
@@ -371,7 +379,7 @@ impl Entry {
     pub fn admit_unchecked(&mut self, usage: &Usage, now_s: u64) {
         self.roll_periods(now_s);
         self.charge_limits(usage);
-        self.record(usage, 0);
+        self.add_pending(usage, 0);
     }
 
     /// [`Entry::admit_unchecked`] whose usage waits for its response code ([`Entry::record`]).

@@ -453,7 +453,7 @@ mod refreshes {
             vec![3, 3, 3, 0],
             "hits month/day and get_hello hour still count it"
         );
-        entry.record(&request, 200);
+        entry.record(&request, 200, NOW);
         assert_eq!(pending(&entry), vec![(200, "get_hello", 3)]);
         entry.refresh(Answer::Authorized, Some(&status(AUTHORIZED)), NOW_MS);
         let used: Vec<u64> = entry.limits().map(|(_, used)| used).collect();
@@ -471,6 +471,47 @@ mod refreshes {
         assert_eq!(copy, entry);
     }
 
+    /// Requests keep coming and ending; a few died with their VM. Their units are let go once
+    /// older than the timeout, while the others' keep counting: usage is taken back by minute.
+    #[test]
+    fn usage_of_requests_that_died_expires_under_steady_traffic() {
+        let mut entry = authorized();
+        let one = usage(&[("get_hello", 1)]);
+        entry.admit_awaiting_code(&usage(&[("get_hello", 4)]), NOW);
+        let minutes = AWAITING_TIMEOUT_MS / 60_000 + 2;
+        for minute in 1..=minutes {
+            let at = NOW + minute * 60;
+            entry.admit_awaiting_code(&one, at);
+            entry.record(&one, 200, at);
+            entry.admit_awaiting_code(&one, at + 30);
+            entry.refresh(
+                Answer::Authorized,
+                Some(&status(AUTHORIZED)),
+                (at + 31) * 1000,
+            );
+            let awaiting = entry
+                .limits()
+                .find(|(r, _)| r.metric == "get_hello")
+                .map(|(_, u)| u);
+            // Counted: the 2 × minute − 1 requests that ended (pending, nothing flushed here), the
+            // one in progress, and the units of the requests that died until they expire (timed
+            // by whole minutes: between 10 and 11 minutes after their admission).
+            let timeout = AWAITING_TIMEOUT_MS / 60_000;
+            if minute < timeout {
+                assert_eq!(awaiting, Some(2 * minute + 4), "minute {minute}: kept");
+            } else if minute > timeout {
+                assert_eq!(awaiting, Some(2 * minute), "minute {minute}: let go");
+            }
+            entry.record(&one, 200, at + 30);
+            let copy = Entry::decode(&entry.encode());
+            assert_eq!(
+                copy.as_ref(),
+                Some(&entry),
+                "minute {minute}: encoded as it is"
+            );
+        }
+    }
+
     #[test]
     fn a_request_refused_after_admission_releases_its_usage() {
         let mut entry = authorized();
@@ -478,7 +519,7 @@ mod refreshes {
         let refused = usage(&[("get_hello", 3)]);
         entry.admit_awaiting_code(&kept, NOW);
         entry.admit_awaiting_code(&refused, NOW);
-        entry.give_back(&refused);
+        entry.give_back(&refused, NOW);
         assert_eq!(limit(&entry, "hits", Period::Day), (2, 2));
         assert_eq!(limit(&entry, "get_hello", Period::Hour), (2, 2));
         entry.refresh(Answer::Authorized, Some(&status(AUTHORIZED)), NOW_MS);
@@ -487,7 +528,7 @@ mod refreshes {
             (2, 2),
             "a refresh no longer counts it"
         );
-        entry.record(&kept, 200);
+        entry.record(&kept, 200, NOW);
         assert_eq!(
             pending(&entry),
             vec![(200, "get_hello", 2)],

@@ -53,15 +53,35 @@ pub struct Unreported {
     pub(super) batches: Vec<Batch>,
     /// Usage of requests admitted and still in progress (their response code decides their
     /// transaction): not reportable yet, but already on the limits, so a refresh keeps counting it.
+    /// Here a tally's `code` is the minute its requests were admitted in ([`admission_minute`]):
+    /// a request takes back exactly its own units, and units older than [`AWAITING_TIMEOUT_MS`]
+    /// belong to requests whose VM died.
     pub(super) awaiting: Vec<Tally>,
-    /// When usage last started awaiting its code: awaiting usage this old belongs to requests
-    /// whose VM died, and is let go at the next refresh.
+    /// When usage last started awaiting its code.
     pub(super) awaiting_at_ms: u64,
 }
 
 /// How long usage may await its response code before it is taken for the usage of requests that
 /// died with their VM (no request lasts this long through a gateway).
 pub const AWAITING_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+
+/// Admission minutes are kept modulo this cycle (15 hours, far beyond [`AWAITING_TIMEOUT_MS`]).
+const MINUTE_CYCLE: u64 = 900;
+
+/// The minute a request was admitted in, as awaiting tallies record it in their `code`: 100 plus
+/// the minute modulo [`MINUTE_CYCLE`], so that it is also a valid `log[code]` and an entry stays
+/// readable by an earlier version of the module sharing it during an upgrade.
+pub fn admission_minute(now_s: u64) -> u16 {
+    u16::try_from(100 + now_s / 60 % MINUTE_CYCLE).unwrap_or(0)
+}
+
+/// Minutes from `minute` to `now_minute`, both from [`admission_minute`]; None for a tally an
+/// earlier version wrote (code 0: its age is not known).
+fn minutes_since(minute: u16, now_minute: u16) -> Option<u64> {
+    let minute = u64::from(minute).checked_sub(100)?;
+    let now = u64::from(now_minute).saturating_sub(100);
+    Some((now + MINUTE_CYCLE - minute % MINUTE_CYCLE) % MINUTE_CYCLE)
+}
 
 /// 3scale only accepts a 3-digit `log[code]`; anything else would void the whole report.
 pub fn is_reportable_code(code: u16) -> bool {
@@ -193,44 +213,57 @@ impl Unreported {
             .collect()
     }
 
-    /// Usage of a request in progress, until [`Unreported::answered`].
+    /// Usage of a request admitted at `now_ms` and in progress, until [`Unreported::answered`].
     pub fn awaiting(&mut self, metric: &str, delta: u64, now_ms: u64) {
         if delta == 0 {
             return;
         }
         self.awaiting_at_ms = self.awaiting_at_ms.max(now_ms);
+        let minute = admission_minute(now_ms / 1000);
         match self
             .awaiting
             .iter_mut()
-            .find(|tally| tally.metric == metric)
+            .find(|tally| tally.code == minute && tally.metric == metric)
         {
             Some(tally) => tally.delta = tally.delta.saturating_add(delta),
             None => self.awaiting.push(Tally {
-                code: 0,
+                code: minute,
                 metric: metric.to_owned(),
                 delta,
             }),
         }
     }
 
-    /// A request in progress ended: up to `delta` units of `metric` stop awaiting (they are then
-    /// recorded as pending with their code).
-    pub fn answered(&mut self, metric: &str, delta: u64) {
+    /// A request admitted at `admitted_at_s` ended: up to `delta` units of `metric` admitted in
+    /// its minute stop awaiting (they are then recorded as pending with their code, or given back).
+    /// Units already let go as too old are not taken from other requests.
+    pub fn answered(&mut self, metric: &str, delta: u64, admitted_at_s: u64) {
+        let minute = admission_minute(admitted_at_s);
         if let Some(tally) = self
             .awaiting
             .iter_mut()
-            .find(|tally| tally.metric == metric)
+            .find(|tally| tally.code == minute && tally.metric == metric)
         {
             tally.delta = tally.delta.saturating_sub(delta);
         }
         self.awaiting.retain(|tally| tally.delta > 0);
     }
 
-    /// Lets go of awaiting usage older than [`AWAITING_TIMEOUT_MS`] (its requests died with a VM).
+    /// Lets go of awaiting usage admitted more than [`AWAITING_TIMEOUT_MS`] before `now_ms`: its
+    /// requests died with their VM (no request lasts this long through a gateway).
     pub fn expire_awaiting(&mut self, now_ms: u64) {
         if now_ms.saturating_sub(self.awaiting_at_ms) > AWAITING_TIMEOUT_MS {
+            // Nothing admitted for longer than the timeout (or a minute count that wrapped).
             self.awaiting.clear();
+            return;
         }
+        let now_minute = admission_minute(now_ms / 1000);
+        let timeout_minutes = AWAITING_TIMEOUT_MS / 60_000;
+        // Tallies of unknown age go at once: at worst a request in progress through an upgrade
+        // stops counting on the limits a little early.
+        self.awaiting.retain(|tally| {
+            minutes_since(tally.code, now_minute).is_some_and(|age| age <= timeout_minutes)
+        });
     }
 
     /// Everything the limits must count beyond 3scale's values: unacknowledged and in progress.
@@ -309,6 +342,26 @@ mod tests {
             .iter()
             .map(|t| (t.code, t.metric.as_str(), t.delta))
             .collect()
+    }
+
+    #[test]
+    fn admission_minutes_are_valid_codes_and_ages_wrap_with_their_cycle() {
+        for now_s in [0, 59, 60, 899 * 60, 900 * 60, 1_795_000_000, u64::MAX] {
+            assert!(is_reportable_code(admission_minute(now_s)), "{now_s}");
+        }
+        let at = |minute: u64| admission_minute(minute * 60);
+        assert_eq!(minutes_since(at(5), at(5)), Some(0));
+        assert_eq!(minutes_since(at(5), at(16)), Some(11));
+        assert_eq!(
+            minutes_since(at(895), at(905)),
+            Some(10),
+            "across the cycle"
+        );
+        assert_eq!(
+            minutes_since(0, at(5)),
+            None,
+            "written by an earlier version"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use super::forward::{Allow, unix_now};
 use super::refuse::Denial;
-use super::{Decided, Flow, Purpose, Report, Stage};
+use super::{Admitted, Decided, Flow, Purpose, Report, Stage};
 use crate::background::{RefreshJob, request_refresh};
 use crate::cache::slots::{Found, Slots};
 use crate::cache::{Admission, Answer, Entry, cache_key};
@@ -75,13 +75,12 @@ fn admit_unchecked(entry: &mut Entry, usage: &Usage, now_s: u64, codes: bool) {
 pub(super) fn record(
     host: &impl Host,
     config: &crate::config::Config,
-    slot: u32,
-    key: &str,
+    admitted: &Admitted,
     usage: &Usage,
     code: u16,
 ) {
-    let found = update_admitted(host, config, slot, key, |entry| {
-        entry.record(usage, code);
+    let found = update_admitted(host, config, admitted, |entry| {
+        entry.record(usage, code, admitted.at_s);
         let newly_dirty = !entry.dirty && entry.has_pending();
         entry.dirty |= newly_dirty;
         (newly_dirty, true)
@@ -96,7 +95,7 @@ pub(super) fn record(
             }
         }
         Found::Missing | Found::Busy => {
-            let service = crate::cache::parse_key(key).and_then(|(id, application)| {
+            let service = crate::cache::parse_key(&admitted.key).and_then(|(id, application)| {
                 Some((config.services.iter().find(|s| s.id == id)?, application))
             });
             if let Some((service, application)) = service {
@@ -117,12 +116,11 @@ pub(super) fn record(
 pub(super) fn give_back(
     host: &impl Host,
     config: &crate::config::Config,
-    slot: u32,
-    key: &str,
+    admitted: &Admitted,
     usage: &Usage,
 ) {
-    update_admitted(host, config, slot, key, |entry| {
-        entry.give_back(usage);
+    update_admitted(host, config, admitted, |entry| {
+        entry.give_back(usage, admitted.at_s);
         ((), true)
     });
 }
@@ -131,8 +129,7 @@ pub(super) fn give_back(
 fn update_admitted<T>(
     host: &impl Host,
     config: &crate::config::Config,
-    slot: u32,
-    key: &str,
+    admitted: &Admitted,
     mut change: impl FnMut(&mut Entry) -> (T, bool),
 ) -> Found<T> {
     let slots = Slots {
@@ -140,8 +137,8 @@ fn update_admitted<T>(
         prefix: &config.cache.key_prefix,
         count: config.cache.slots,
     };
-    match slots.update_slot(slot, key, &mut change) {
-        Found::Missing => slots.update(key, &mut change),
+    match slots.update_slot(admitted.slot, &admitted.key, &mut change) {
+        Found::Missing => slots.update(&admitted.key, &mut change),
         found => found,
     }
 }
@@ -247,7 +244,9 @@ impl Flow {
                         referrer: decided.referrer.clone(),
                     });
                 }
-                self.admitted(host, decided, admission, Some((slot, key)), false)
+                let at_s = now_ms / 1000;
+                let admitted = Admitted { slot, key, at_s };
+                self.admitted(host, decided, admission, Some(admitted), false)
             }
             Found::Entry {
                 result: Lookup::TooOld,
@@ -272,16 +271,15 @@ impl Flow {
         host: &impl Host,
         decided: Decided,
         admission: Admission,
-        slot: Option<(u32, String)>,
+        admitted: Option<Admitted>,
         fail_open: bool,
     ) -> Action {
         match admission {
             Admission::Allowed { plan, rate_limit } => {
                 let units = units(&decided.usage);
                 let codes = decided.info.service.report_response_codes;
-                let report = slot.filter(|_| codes).map(|(slot, key)| Report::Cached {
-                    slot,
-                    key,
+                let report = admitted.filter(|_| codes).map(|admitted| Report::Cached {
+                    admitted,
                     usage: decided.usage.clone(),
                 });
                 let allow = Allow {
@@ -375,13 +373,12 @@ impl Flow {
                 if newly_dirty {
                     mark_dirty(host, &self.config.cache.key_prefix, slot);
                 }
-                self.admitted(
-                    host,
-                    decided,
-                    admission,
-                    Some((slot, key.to_string())),
-                    false,
-                )
+                let admitted = Admitted {
+                    slot,
+                    key: key.to_string(),
+                    at_s: now_ms / 1000,
+                };
+                self.admitted(host, decided, admission, Some(admitted), false)
             }
             Found::Missing | Found::Busy => self.decide_uncached(host, decided, &verdict),
         }
@@ -467,7 +464,12 @@ impl Flow {
                 if matches!(admission, Admission::Allowed { .. }) {
                     host.count(Stat::FailOpen);
                 }
-                return self.admitted(host, decided, admission, Some((slot, key)), true);
+                let admitted = Admitted {
+                    slot,
+                    key,
+                    at_s: now_ms / 1000,
+                };
+                return self.admitted(host, decided, admission, Some(admitted), true);
             }
         }
         let listed = |credentials: &Credentials| {
@@ -524,8 +526,11 @@ impl Flow {
                     mark_dirty(host, &self.config.cache.key_prefix, slot);
                 }
                 codes.then(|| Report::Cached {
-                    slot,
-                    key: key.to_string(),
+                    admitted: Admitted {
+                        slot,
+                        key: key.to_string(),
+                        at_s: now_ms / 1000,
+                    },
                     usage: decided.usage.clone(),
                 })
             }

@@ -73,8 +73,8 @@ impl Flow {
                     "tollgate: service {}: no cluster for plan {plan:?}",
                     service.id
                 );
-                if let Some(Report::Cached { slot, key, usage }) = &allow.report {
-                    super::cached::give_back(host, &self.config, *slot, key, usage);
+                if let Some(Report::Cached { admitted, usage }) = &allow.report {
+                    super::cached::give_back(host, &self.config, admitted, usage);
                 }
                 return self.refuse_with(
                     host,

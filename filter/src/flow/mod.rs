@@ -83,12 +83,8 @@ struct Forwarded {
 /// How an allowed request's usage (and the upstream's response code) reaches 3scale after the
 /// response.
 enum Report {
-    /// Its usage is pending in this cache slot; the response code joins it.
-    Cached {
-        slot: u32,
-        key: String,
-        usage: Usage,
-    },
+    /// Its usage awaits the response code in a cache entry.
+    Cached { admitted: Admitted, usage: Usage },
     /// `per_request` mode with response codes: one report of its own.
     Single {
         service: Rc<Service>,
@@ -106,6 +102,13 @@ impl Report {
             usage: decided.usage.clone(),
         }
     }
+}
+
+/// The cache entry a request was admitted in, and when.
+struct Admitted {
+    slot: u32,
+    key: String,
+    at_s: u64,
 }
 
 /// Why a request waits for 3scale.
@@ -231,8 +234,8 @@ impl Flow {
             .response_header(":status")
             .and_then(|status| std::str::from_utf8(&status).ok()?.parse::<u16>().ok());
         match report {
-            Report::Cached { slot, key, usage } => {
-                cached::record(host, &self.config, slot, &key, &usage, code.unwrap_or(0));
+            Report::Cached { admitted, usage } => {
+                cached::record(host, &self.config, &admitted, &usage, code.unwrap_or(0));
             }
             Report::Single {
                 service,

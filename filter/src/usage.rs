@@ -49,6 +49,11 @@ impl Usage {
         self.entries.is_empty()
     }
 
+    /// Units over every metric (what the report stats count).
+    pub fn units(&self) -> u64 {
+        self.entries.iter().map(|(_, delta)| delta).sum()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -841,7 +841,7 @@ mod reporting {
                     0..=2 => {
                         let before = entry.pending_units() + entry.inflight_units();
                         if let Admission::Allowed { .. } = entry.admit(&request, now) {
-                            totals.admitted += request.iter().map(|(_, d)| d).sum::<u64>();
+                            totals.admitted += request.units();
                         }
                         let after = entry.pending_units() + entry.inflight_units();
                         assert!(after >= before);
@@ -854,7 +854,7 @@ mod reporting {
                     }
                     3 => {
                         entry.admit_unchecked(&request, now);
-                        totals.admitted += request.iter().map(|(_, d)| d).sum::<u64>();
+                        totals.admitted += request.units();
                     }
                     4 | 5 => {
                         next_batch += 1;

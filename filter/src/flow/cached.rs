@@ -143,10 +143,6 @@ fn update_admitted<T>(
     }
 }
 
-fn units(usage: &Usage) -> u64 {
-    usage.iter().map(|(_, d)| d).sum()
-}
-
 /// What the entry said about one request.
 enum Lookup {
     Decided {
@@ -276,7 +272,7 @@ impl Flow {
     ) -> Action {
         match admission {
             Admission::Allowed { plan, rate_limit } => {
-                let units = units(&decided.usage);
+                let units = decided.usage.units();
                 let codes = decided.info.service.report_response_codes;
                 let report = admitted.filter(|_| codes).map(|admitted| Report::Cached {
                     admitted,
@@ -514,7 +510,7 @@ impl Flow {
             }
         }
         let codes = decided.info.service.report_response_codes;
-        let units = units(&decided.usage);
+        let units = decided.usage.units();
         let mut in_entry = false;
         let report = match found {
             Found::Entry {

@@ -243,10 +243,7 @@ impl Flow {
                 usage,
             } => {
                 let code = code.filter(|_| service.report_response_codes);
-                host.add(
-                    crate::stats::Stat::QueuedUnits,
-                    usage.iter().map(|(_, d)| d).sum(),
-                );
+                host.add(crate::stats::Stat::QueuedUnits, usage.units());
                 crate::background::send_report(service, application, &usage, code);
             }
         }

@@ -433,7 +433,7 @@ fn warmed_host(config: &Rc<Config>) -> CountingHost {
     let mut flow = Flow::new(Rc::clone(config));
     flow.on_request_headers(&host, true);
     if host.dispatched.get() > 0 {
-        flow.on_callout_response(&host, 1, host.callout.body.len());
+        flow.on_callout_response(&host, 1, 1, host.callout.body.len());
     }
     flow.on_response_headers(&host);
     host.next_request();
@@ -445,7 +445,7 @@ fn run_authorized(config: &Rc<Config>, host: &CountingHost) {
     let mut flow = Flow::new(Rc::clone(config));
     flow.on_request_headers(host, true);
     let body_size = host.callout.body.len();
-    flow.on_callout_response(host, 1, body_size);
+    flow.on_callout_response(host, 1, 1, body_size);
     flow.on_response_headers(host);
 }
 
@@ -459,7 +459,7 @@ fn print_hostcalls() {
     let mut flow = Flow::new(Rc::clone(&config));
     flow.on_request_headers(&host, true);
     let request = host.calls.take();
-    flow.on_callout_response(&host, 1, host.callout.body.len());
+    flow.on_callout_response(&host, 1, 1, host.callout.body.len());
     let answer = host.calls.take();
     flow.on_response_headers(&host);
     let response = host.calls.take();
@@ -640,7 +640,7 @@ impl Host for CountingHost {
         self.dispatched.set(self.dispatched.get() + 1);
         Ok(1)
     }
-    fn callout_response(&self, _body_size: usize) -> CalloutResponse {
+    fn callout_response(&self, _headers: usize, _body_size: usize) -> CalloutResponse {
         // The glue reads `:status`, the rejection reason and three limit headers one by one, then the body.
         for _ in 0..5 {
             self.record("get_http_call_response_header");

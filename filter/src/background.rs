@@ -275,12 +275,12 @@ impl Background {
     }
 
     /// An answer to one of the root context's callouts.
-    pub fn on_response(&mut self, host: &impl Host, token: u32, body_size: usize) {
+    pub fn on_response(&mut self, host: &impl Host, token: u32, headers: usize, body_size: usize) {
         let Some(index) = self.calls.iter().position(|(t, _, _)| *t == token) else {
             return;
         };
         let (_, sent_at_ms, call) = self.calls.swap_remove(index);
-        let response = host.callout_response(body_size);
+        let response = host.callout_response(headers, body_size);
         let latency = host.now_ms().saturating_sub(sent_at_ms);
         host.observe(Histogram::BackendLatencyMs, latency);
         match call {
@@ -441,7 +441,7 @@ mod tests {
             self.posted.borrow_mut().push(body);
             Ok(self.posted.borrow().len() as u32)
         }
-        fn callout_response(&self, _body_size: usize) -> CalloutResponse {
+        fn callout_response(&self, _headers: usize, _body_size: usize) -> CalloutResponse {
             self.answer.borrow().clone()
         }
         fn send_reply(&self, _status: u16, _headers: &[(&str, &str)], _body: &[u8]) {}
@@ -490,7 +490,7 @@ mod tests {
         background.tick(&host);
         assert_eq!(tokens(&host), 1);
         host.answer(503, REFUSED);
-        background.on_response(&host, 1, 0);
+        background.on_response(&host, 1, 1, 0);
         assert_eq!(host.total(Stat::RetriedUnits), 3);
         assert_eq!(host.total(Stat::UncertainUnits), 0);
 
@@ -505,7 +505,7 @@ mod tests {
 
         host.later(40);
         host.answer(202, "");
-        background.on_response(&host, 2, 0);
+        background.on_response(&host, 2, 1, 0);
         assert_eq!(*host.latencies.borrow(), vec![0, 40], "each call timed");
         assert_eq!(host.total(Stat::ReportedUnits), 3);
         assert_eq!(host.total(Stat::DroppedUnits), 0);
@@ -523,7 +523,7 @@ mod tests {
         for attempt in 1..=SINGLE_REPORT_ATTEMPTS {
             background.tick(&host);
             assert_eq!(tokens(&host), attempt, "attempt {attempt}");
-            background.on_response(&host, attempt, 0);
+            background.on_response(&host, attempt, 1, 0);
             host.later(1000 << (attempt - 1));
         }
         assert_eq!(
@@ -543,7 +543,7 @@ mod tests {
         report(&background);
         background.tick(&host);
         host.answer(504, "upstream request timeout");
-        background.on_response(&host, 1, 0);
+        background.on_response(&host, 1, 1, 0);
         assert_eq!(host.total(Stat::UncertainUnits), 3);
         host.later(60_000);
         background.tick(&host);
@@ -584,7 +584,7 @@ mod tests {
         background.tick(&host);
         assert_eq!(tokens(&host), 1);
         host.answer(202, "");
-        background.on_response(&host, 1, 0);
+        background.on_response(&host, 1, 1, 0);
         assert_eq!(host.total(Stat::ReportedUnits), 3);
     }
 }

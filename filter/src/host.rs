@@ -66,7 +66,9 @@ pub trait Host: SharedStore {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, DispatchError>;
-    fn callout_response(&self, body_size: usize) -> CalloutResponse;
+    /// The answer of the callout being told about: `headers` and `body_size` are the counts the host
+    /// gave the callback (no headers: the callout failed).
+    fn callout_response(&self, headers: usize, body_size: usize) -> CalloutResponse;
     fn send_reply(&self, status: u16, headers: &[(&str, &str)], body: &[u8]);
     fn send_grpc_reply(&self, grpc_status: u32, message: &str, headers: &[(&str, &str)]);
     fn resume_request(&self);

@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod flow;
 pub mod glob;
 pub mod host;
+pub mod hostcalls;
 pub mod mapping;
 pub mod mask;
 pub mod pairs;

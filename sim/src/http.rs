@@ -1,10 +1,12 @@
 //! Small HTTP helpers shared by the three APIs: answers, bodies, query strings.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
+
+use crate::shaped::{Shape, ShapedBody};
 
 /// Request bodies are read up to this size (Rack refuses more); larger ones are drained, counted
 /// and refused, up to [`DRAIN_LIMIT`] after which the connection is dropped.
@@ -53,6 +55,7 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
+    pub shape: Shape,
 }
 
 impl Reply {
@@ -61,6 +64,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: Bytes::new(),
+            shape: Shape::Whole,
         }
     }
 
@@ -81,8 +85,14 @@ impl Reply {
             .body(value.to_string())
     }
 
-    pub fn into_response(self) -> Response<Full<Bytes>> {
-        let mut response = Response::new(Full::new(self.body));
+    /// Sends the body cut or trickling (the `cut_after_headers` and `trickle_ms` faults).
+    pub fn shaped(mut self, shape: Shape) -> Self {
+        self.shape = shape;
+        self
+    }
+
+    pub fn into_response(self) -> Response<ShapedBody> {
+        let mut response = Response::new(ShapedBody::new(self.body, self.shape));
         *response.status_mut() =
             StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let headers = response.headers_mut();

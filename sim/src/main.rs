@@ -13,6 +13,7 @@ mod report;
 mod ruby;
 mod seed;
 mod server;
+mod shaped;
 mod sim_api;
 mod status;
 mod store;

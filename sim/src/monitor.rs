@@ -2,8 +2,11 @@
 //! table. None of this exists in apisonator; it lives under `/_sim/`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::shaped::Shape;
 
 /// At most this many requests are kept for `/_sim/requests`.
 pub const MAX_LOGGED_REQUESTS: usize = 10_000;
@@ -68,6 +71,19 @@ pub struct Fault {
     /// Close the connection without answering (no usage applied).
     #[serde(default)]
     pub close: bool,
+    /// Do the work, then send the answer's headers (with the full Content-Length) and half its body,
+    /// and reset the connection.
+    #[serde(default)]
+    pub cut_after_headers: bool,
+    /// Do the work, then send the headers at once and the body one byte every N ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trickle_ms: Option<u64>,
+    /// With `status`: the answer's content type, as a proxy in front of 3scale would send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// With `status`: the answer's body instead of the default one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
     /// Apply to the next N requests only, then clear itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub times: Option<u64>,
@@ -90,12 +106,27 @@ impl Fault {
         {
             return Err(format!("status {status} is not an HTTP status"));
         }
+        if (self.content_type.is_some() || self.body.is_some()) && self.status.is_none() {
+            return Err("content_type and body go with status".to_owned());
+        }
+        if self.trickle_ms == Some(0) {
+            return Err("trickle_ms must be at least 1".to_owned());
+        }
         Ok(())
     }
 
     /// Whether the request is answered (or dropped) without doing its work.
     pub fn skips_work(&self) -> bool {
         self.close || self.status.is_some() || self.garbage
+    }
+
+    /// How the answer's body is sent.
+    pub fn shape(&self) -> Shape {
+        match (self.cut_after_headers, self.trickle_ms) {
+            (true, _) => Shape::Cut,
+            (false, Some(ms)) => Shape::Trickle(Duration::from_millis(ms)),
+            (false, None) => Shape::Whole,
+        }
     }
 }
 

@@ -7,8 +7,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::server::conn::http1;
@@ -19,8 +17,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::http::{Reply, read_body};
-use crate::monitor::{LoggedRequest, Monitor};
+use crate::monitor::{Fault, LoggedRequest, Monitor};
 use crate::public::{PublicRequest, classify, respond};
+use crate::shaped::{Shape, ShapedBody};
 use crate::store::Store;
 
 /// The body of a `garbage` fault: not XML at all.
@@ -217,7 +216,7 @@ async fn handle(
     request: Request<Incoming>,
     conn_id: u64,
     peer: SocketAddr,
-) -> Result<Response<Full<Bytes>>, Closed> {
+) -> Result<Response<ShapedBody>, Closed> {
     let started = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
@@ -290,12 +289,7 @@ async fn public_call(app: &App, request: &PublicRequest<'_>) -> Result<Reply, Cl
             if fault.close {
                 Err(Closed)
             } else if let Some(status) = fault.status {
-                let reply = Reply::new(status);
-                Ok(if status >= 500 {
-                    reply.body("Internal Server Error\n")
-                } else {
-                    reply
-                })
+                Ok(status_fault(status, &fault))
             } else {
                 Ok(Reply::new(200)
                     .header("content-type", "application/vnd.3scale-v2.0+xml")
@@ -308,12 +302,27 @@ async fn public_call(app: &App, request: &PublicRequest<'_>) -> Result<Reply, Cl
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
             }
-            Ok(reply)
+            let shape = fault.as_ref().map_or(Shape::Whole, Fault::shape);
+            Ok(reply.shaped(shape))
         }
     };
     logged.status = result.as_ref().map_or(0, |r| r.status);
     app.monitor().log_request(logged);
     result
+}
+
+/// The answer of a `status` fault: apisonator's own 5xx body, or the fault's content type and body (a
+/// proxy's bare page), else empty.
+fn status_fault(status: u16, fault: &Fault) -> Reply {
+    let mut reply = Reply::new(status);
+    if let Some(content_type) = &fault.content_type {
+        reply = reply.header("content-type", content_type.clone());
+    }
+    match &fault.body {
+        Some(body) => reply.body(body.clone()),
+        None if status >= 500 => reply.body("Internal Server Error\n"),
+        None => reply,
+    }
 }
 
 /// Request headers as the request log shows them: lower-case names, repeated ones joined.

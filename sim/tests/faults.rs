@@ -198,6 +198,8 @@ fn bad_fault_definitions_are_refused() {
         r#"{"endpoint":"status","close":true}"#,
         r#"{"endpoint":"nope"}"#,
         r#"{"endpoint":"*","status":42}"#,
+        r#"{"endpoint":"*","body":"no status"}"#,
+        r#"{"endpoint":"*","trickle_ms":0}"#,
         r#"{"endpoint":"*","colse":true}"#,
         "not json",
         r#"{"close":true}"#,
@@ -246,5 +248,95 @@ fn refusing_connections_for_a_while() {
         );
         assert_eq!(sim.get(&authrep(f)).status, 200);
         assert_eq!(used(&sim, f), 1, "state survives the outage");
+    }
+}
+
+/// Sends one raw GET and reads until the peer closes or `wait` passes: what arrived, and when the
+/// header block was complete.
+fn raw_get(sim: &Sim, target: &str, wait: Duration) -> (String, Option<Duration>) {
+    let mut stream = TcpStream::connect(&sim.addr).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: sim\r\n\r\n").unwrap();
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut headers_at = None;
+    let mut buffer = [0u8; 4096];
+    while started.elapsed() < wait {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+        }
+        if headers_at.is_none() && received.windows(4).any(|w| w == b"\r\n\r\n") {
+            headers_at = Some(started.elapsed());
+        }
+    }
+    (String::from_utf8_lossy(&received).into_owned(), headers_at)
+}
+
+fn content_length(answer: &str) -> usize {
+    answer
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn body_of(answer: &str) -> &str {
+    answer.split_once("\r\n\r\n").unwrap().1
+}
+
+#[test]
+fn cut_answers_send_the_headers_and_half_the_body_after_doing_the_work() {
+    for f in FIXTURES {
+        let sim = f.start();
+        set_fault(&sim, r#"{"endpoint":"authrep","cut_after_headers":true}"#);
+        let (answer, headers_at) = raw_get(&sim, &authrep(f), Duration::from_secs(5));
+        assert!(headers_at.is_some(), "{answer}");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let announced = content_length(&answer);
+        let sent = body_of(&answer).len();
+        assert!(sent > 0 && sent < announced, "{sent} of {announced}");
+        assert_eq!(used(&sim, f), 1, "the work was done");
+        assert_eq!(calls(&sim)["total"]["faulted"], 1);
+    }
+}
+
+#[test]
+fn trickling_answers_send_the_headers_at_once_and_the_body_slowly() {
+    for f in FIXTURES {
+        let sim = f.start();
+        set_fault(&sim, r#"{"endpoint":"authrep","trickle_ms":100,"times":1}"#);
+        let (answer, headers_at) = raw_get(&sim, &authrep(f), Duration::from_millis(800));
+        assert!(headers_at.unwrap() < Duration::from_millis(500), "{answer}");
+        let sent = body_of(&answer).len();
+        assert!(
+            sent >= 1 && sent < content_length(&answer),
+            "{sent} bytes in 800 ms"
+        );
+        assert_eq!(used(&sim, f), 1);
+        // `times` spent: the next answer is whole at once.
+        assert_eq!(sim.get(&authrep(f)).status, 200);
+    }
+}
+
+#[test]
+fn a_status_fault_can_look_like_a_proxy_page() {
+    for f in FIXTURES {
+        let sim = f.start();
+        set_fault(
+            &sim,
+            r#"{"endpoint":"*","status":404,"content_type":"text/html","body":"<html>Not Found</html>"}"#,
+        );
+        let r = sim.get(&authrep(f));
+        assert_eq!(r.status, 404);
+        assert_eq!(r.header("content-type"), Some("text/html"));
+        assert_eq!(r.text(), "<html>Not Found</html>");
+        assert_eq!(used(&sim, f), 0, "no work");
     }
 }

@@ -152,8 +152,8 @@ impl<H: Host> Host for HeaderView<'_, H> {
         self.host.dispatch(cluster, headers, body, timeout)
     }
 
-    fn callout_response(&self, body_size: usize) -> CalloutResponse {
-        self.host.callout_response(body_size)
+    fn callout_response(&self, headers: usize, body_size: usize) -> CalloutResponse {
+        self.host.callout_response(headers, body_size)
     }
 
     fn send_reply(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {

@@ -197,13 +197,19 @@ impl Flow {
         }
     }
 
-    pub fn on_callout_response(&mut self, host: &impl Host, token: u32, body_size: usize) {
+    pub fn on_callout_response(
+        &mut self,
+        host: &impl Host,
+        token: u32,
+        headers: usize,
+        body_size: usize,
+    ) {
         let Stage::WaitingForBackend(mut decided) = std::mem::replace(&mut self.stage, Stage::Done)
         else {
             log::warn!("tollgate: unexpected callout answer (token {token})");
             return;
         };
-        let response = host.callout_response(body_size);
+        let response = host.callout_response(headers, body_size);
         let latency = host.now_ms().saturating_sub(decided.asked_at_ms);
         host.observe(Histogram::BackendLatencyMs, latency);
         let action = match decided.info.snapshot.take() {

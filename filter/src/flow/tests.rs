@@ -190,7 +190,7 @@ impl Host for FakeHost {
         );
         Ok(7)
     }
-    fn callout_response(&self, _body_size: usize) -> CalloutResponse {
+    fn callout_response(&self, _headers: usize, _body_size: usize) -> CalloutResponse {
         self.callout.borrow().clone()
     }
     fn send_reply(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
@@ -270,7 +270,7 @@ fn an_authorized_request_is_routed_by_plan_with_credentials_stripped() {
         "/transactions/authrep.xml?service_token=secret-token&service_id=svc1&app_id=a1&app_key=k1&usage%5Bget_items%5D=1"
     );
     host.answer(200, None, SANDBOX);
-    flow.on_callout_response(&host, 7, 0);
+    flow.on_callout_response(&host, 7, 1, 0);
     assert!(host.resumed.get());
     assert_eq!(
         host.header("x-tollgate-cluster").as_deref(),
@@ -359,7 +359,7 @@ fn limits_exceeded_answers_429_with_retry_after_and_rate_limit_headers() {
         limit_max_value: Some(5),
         body: br#"<status><authorized>false</authorized><reason>usage limits are exceeded</reason><plan>Sandbox</plan></status>"#.to_vec(),
     };
-    flow.on_callout_response(&host, 7, 0);
+    flow.on_callout_response(&host, 7, 1, 0);
     assert!(!host.resumed.get());
     assert_eq!(host.reply_status(), Some(429));
     assert_eq!(host.reply_header("retry-after").as_deref(), Some("42"));
@@ -380,7 +380,7 @@ fn an_unknown_plan_has_no_route() {
     let mut flow = new_flow();
     flow.on_request_headers(&host, true);
     host.answer(200, None, &SANDBOX.replace("Sandbox", "Gold"));
-    flow.on_callout_response(&host, 7, 0);
+    flow.on_callout_response(&host, 7, 1, 0);
     assert_eq!(host.reply_status(), Some(403));
     assert_eq!(host.reply_code(), "no_route_for_plan");
     assert_eq!(host.header("x-tollgate-cluster"), None);
@@ -392,7 +392,7 @@ fn unreachable_3scale_is_503_and_a_refused_dispatch_is_500() {
     let mut flow = new_flow();
     flow.on_request_headers(&host, true);
     *host.callout.borrow_mut() = CalloutResponse::default();
-    flow.on_callout_response(&host, 7, 0);
+    flow.on_callout_response(&host, 7, 1, 0);
     assert_eq!(host.reply_status(), Some(503));
 
     let mut host = api("GET", "/items?app_id=a1", &[]);
@@ -438,7 +438,7 @@ fn form_credentials_release_the_headers_and_route_through_filter_state() {
             .contains("app_id=a1&app_key=k1&usage%5Bcreate_item%5D=2")
     );
     host.answer(200, None, SANDBOX);
-    flow.on_callout_response(&host, 7, 0);
+    flow.on_callout_response(&host, 7, 1, 0);
     assert!(host.resumed.get());
     assert_eq!(&*host.body.borrow(), b"name=x");
     assert_eq!(
@@ -463,7 +463,7 @@ fn form_posts_with_credentials_before_the_form_keep_the_headers() {
     let mut flow = new_flow();
     assert_eq!(flow.on_request_headers(&host, false), Action::Pause);
     host.answer(200, None, SANDBOX);
-    flow.on_callout_response(&host, 7, 0);
+    flow.on_callout_response(&host, 7, 1, 0);
     assert_eq!(
         host.header("x-tollgate-cluster").as_deref(),
         Some("staging")
@@ -513,7 +513,7 @@ fn trailers_end_a_form_body_instead_of_letting_it_through() {
     assert_eq!(flow.on_request_trailers(&host), Action::Pause);
     assert!(host.callout_path().contains("app_id=a1&app_key=k2"));
     host.answer(200, None, SANDBOX);
-    flow.on_callout_response(&host, 7, 0);
+    flow.on_callout_response(&host, 7, 1, 0);
     assert!(host.resumed.get());
     assert_eq!(&*host.body.borrow(), b"name=x");
 
@@ -534,7 +534,7 @@ fn trailers_wait_with_a_request_that_waits_for_3scale() {
     assert_eq!(flow.on_request_body(&host, 3, false), Action::Pause);
     assert_eq!(flow.on_request_trailers(&host), Action::Pause);
     host.answer(200, None, SANDBOX);
-    flow.on_callout_response(&host, 7, 0);
+    flow.on_callout_response(&host, 7, 1, 0);
     assert_eq!(flow.on_request_trailers(&host), Action::Continue);
 }
 
@@ -545,7 +545,7 @@ fn a_callout_latency_is_observed_from_dispatch_to_answer() {
     assert_eq!(flow.on_request_headers(&host, true), Action::Pause);
     host.elapsed.set(2);
     host.answer(200, None, SANDBOX);
-    flow.on_callout_response(&host, 7, 0);
+    flow.on_callout_response(&host, 7, 1, 0);
     assert_eq!(
         *host.observed.borrow(),
         vec![(Histogram::BackendLatencyMs, 2000)]
@@ -563,7 +563,7 @@ fn debug_headers_need_the_service_token() {
     flow.on_request_headers(&host, true);
     assert_eq!(host.header("x-3scale-debug"), None, "never forwarded");
     host.answer(200, None, SANDBOX);
-    flow.on_callout_response(&host, 7, 0);
+    flow.on_callout_response(&host, 7, 1, 0);
     flow.on_response_headers(&host);
     let headers = host.response_headers.borrow();
     let get = |name: &str| {
@@ -591,7 +591,7 @@ fn debug_headers_need_the_service_token() {
     let mut flow = new_flow();
     flow.on_request_headers(&host, true);
     host.answer(200, None, SANDBOX);
-    flow.on_callout_response(&host, 7, 0);
+    flow.on_callout_response(&host, 7, 1, 0);
     flow.on_response_headers(&host);
     assert!(host.response_headers.borrow().is_empty());
 }
@@ -642,7 +642,7 @@ fn a_report_after_the_response_counts_its_usage_queued() {
             .starts_with("/transactions/authorize.xml?")
     );
     host.answer(200, None, SANDBOX);
-    flow.on_callout_response(&host, 7, 0);
+    flow.on_callout_response(&host, 7, 1, 0);
     assert!(!host.stats.borrow().contains(&Stat::QueuedUnits));
     *host.status.borrow_mut() = Some("201".into());
     flow.on_log(&host);
@@ -766,7 +766,7 @@ mod cache_mode {
             body: br#"<status><authorized>false</authorized><reason>usage limits are exceeded</reason><plan>Tiny</plan><usage_reports><usage_report metric="hits" period="eternity" exceeded="true"><max_value>2</max_value><current_value>2</current_value></usage_report></usage_reports></status>"#.to_vec(),
             ..CalloutResponse::default()
         };
-        flow.on_callout_response(&host, 7, 0);
+        flow.on_callout_response(&host, 7, 1, 0);
         assert!(host.stats.borrow().contains(&Stat::CacheUncachable));
         assert_eq!(host.reply_status(), Some(429));
         assert_eq!(host.reply_header("ratelimit-limit").as_deref(), Some("2"));
@@ -787,7 +787,7 @@ mod cache_mode {
             "/transactions/authorize.xml?service_token=secret-token&service_id=svc1&app_id=a1&usage%5Bhits%5D=1"
         );
         host.answer(200, None, TINY);
-        flow.on_callout_response(&host, 7, 0);
+        flow.on_callout_response(&host, 7, 1, 0);
         assert!(host.resumed.get());
         assert_eq!(
             host.header("x-tollgate-cluster").as_deref(),
@@ -839,7 +839,7 @@ mod cache_mode {
         };
         let mut flow = request(&host, &config, "a1");
         host.answer(200, None, TINY);
-        flow.on_callout_response(&host, 7, 0);
+        flow.on_callout_response(&host, 7, 1, 0);
         assert_eq!(queued(), 1, "awaiting its code in the entry");
         *host.status.borrow_mut() = Some("200".into());
         flow.on_log(&host);
@@ -874,7 +874,7 @@ mod cache_mode {
                 status: Some(503),
                 ..CalloutResponse::default()
             };
-            flow.on_callout_response(&host, 7, 0);
+            flow.on_callout_response(&host, 7, 1, 0);
             assert_eq!(host.reply_status(), status, "{failure}");
             if status.is_none() {
                 assert!(host.resumed.get());
@@ -923,7 +923,7 @@ mod cache_mode {
         // This worker has not seen the metric yet: it asks 3scale, which is down.
         let mut flow = request(&host, &config, "a1");
         *host.callout.borrow_mut() = CalloutResponse::default();
-        flow.on_callout_response(&host, 7, 0);
+        flow.on_callout_response(&host, 7, 1, 0);
         assert_eq!(host.reply_status(), None);
         assert_eq!(
             host.header("x-tollgate-cluster").as_deref(),
@@ -940,7 +940,7 @@ mod cache_mode {
         let config = Rc::new(Config::load(no_default.as_bytes(), &|_| None).unwrap());
         let mut flow = request(&host, &config, "a1");
         host.answer(200, None, &TINY.replace("Tiny", "Other"));
-        flow.on_callout_response(&host, 7, 0);
+        flow.on_callout_response(&host, 7, 1, 0);
         assert_eq!(host.reply_code(), "no_route_for_plan");
         for _ in 0..3 {
             let mut flow = request(&host, &config, "a1");
@@ -965,7 +965,7 @@ mod cache_mode {
         let config = config(r#"{"policy": "allow_cached", "max_staleness_seconds": 600}"#);
         let mut flow = request(&host, &config, "a1");
         host.answer(200, None, TINY);
-        flow.on_callout_response(&host, 7, 0);
+        flow.on_callout_response(&host, 7, 1, 0);
         host.elapsed.set(300);
         let before = host.dispatched.borrow().len();
         request(&host, &config, "a1");
@@ -983,7 +983,7 @@ mod cache_mode {
             "too old: 3scale is asked"
         );
         *host.callout.borrow_mut() = CalloutResponse::default();
-        flow.on_callout_response(&host, 7, 0);
+        flow.on_callout_response(&host, 7, 1, 0);
         assert_eq!(
             host.reply_status(),
             Some(503),

@@ -1,0 +1,281 @@
+//! [`Host`] and [`SharedStore`] over an [`Abi`]: each hostcall failure becomes the filter's fallback.
+
+use std::time::{Duration, SystemTime};
+
+use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
+
+use super::Abi;
+use crate::host::{CalloutResponse, DispatchError, Host};
+use crate::stats::{Histogram, Stat};
+use crate::store::{SharedStore, StoreError};
+
+/// What a VM registered with the host once (in `on_configure`): metric ids, in [`Stat::all`] and
+/// [`Histogram::ALL`] order, and the dirty-slot queue.
+#[derive(Clone, Debug, Default)]
+pub struct MetricIds {
+    counters: Vec<u32>,
+    histograms: Vec<u32>,
+    queue: Option<u32>,
+}
+
+impl MetricIds {
+    /// Defines every metric and registers (or finds: every VM sharing the `vm_id` gets the same id)
+    /// the dirty-slot queue. What the host refuses stays undefined, and is logged.
+    pub fn register(abi: &impl Abi, queue: &str) -> Self {
+        let counters = Stat::all()
+            .into_iter()
+            .filter_map(|stat| {
+                logged(
+                    "define metric",
+                    abi.define_metric(MetricType::Counter, &stat.name()),
+                )
+            })
+            .collect();
+        let histograms = Histogram::ALL
+            .into_iter()
+            .filter_map(|h| {
+                logged(
+                    "define metric",
+                    abi.define_metric(MetricType::Histogram, h.name()),
+                )
+            })
+            .collect();
+        let queue = abi
+            .register_shared_queue(queue)
+            .map_err(|status| {
+                log::error!("tollgate: cannot register the shared queue {queue}: {status:?}");
+            })
+            .ok();
+        MetricIds {
+            counters,
+            histograms,
+            queue,
+        }
+    }
+}
+
+/// The host for one callback: the ABI plus this VM's registered ids.
+pub struct Adapter<'a, A> {
+    abi: A,
+    ids: &'a MetricIds,
+}
+
+impl<'a, A: Abi> Adapter<'a, A> {
+    pub fn new(abi: A, ids: &'a MetricIds) -> Self {
+        Adapter { abi, ids }
+    }
+
+    pub fn abi(&self) -> &A {
+        &self.abi
+    }
+
+    /// A header of the callout's answer; None when absent or unreadable.
+    fn callout_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.abi
+            .header(MapType::HttpCallResponseHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn callout_number(&self, name: &str) -> Option<i64> {
+        std::str::from_utf8(&self.callout_header(name)?)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+fn logged<T>(what: &str, result: Result<T, Status>) -> Option<T> {
+    result
+        .map_err(|status| log::warn!("tollgate: hostcall {what} failed: {status:?}"))
+        .ok()
+}
+
+impl<A: Abi> Host for Adapter<'_, A> {
+    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.abi
+            .header(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn request_headers(&self) -> Option<Vec<u8>> {
+        self.abi
+            .headers(MapType::HttpRequestHeaders)
+            .map_err(|status| log::debug!("tollgate: request headers unavailable ({status:?})"))
+            .ok()
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&[u8]>) {
+        logged(
+            "set request header",
+            self.abi
+                .set_header(MapType::HttpRequestHeaders, name, value),
+        );
+    }
+
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.abi
+            .buffer(BufferType::HttpRequestBody, 0, size)
+            .ok()
+            .flatten()
+    }
+
+    fn set_request_body(&self, body: &[u8]) {
+        logged(
+            "set request body",
+            self.abi.set_buffer(BufferType::HttpRequestBody, body),
+        );
+    }
+
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.abi
+            .header(MapType::HttpResponseHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn set_response_header(&self, name: &str, value: &[u8]) {
+        logged(
+            "set response header",
+            self.abi
+                .set_header(MapType::HttpResponseHeaders, name, Some(value)),
+        );
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.abi.property(path).ok().flatten()
+    }
+
+    fn set_filter_state(&self, name: &str, value: &[u8]) {
+        logged("set filter state", self.abi.set_property(&[name], value));
+    }
+
+    fn dispatch(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, DispatchError> {
+        self.abi
+            .dispatch(cluster, headers, body, timeout)
+            .map_err(|status| match status {
+                Status::BadArgument => DispatchError::BadArgument,
+                _ => DispatchError::Other,
+            })
+    }
+
+    /// A callout that failed (reset, timeout, connection failure) is told with no headers; one that
+    /// failed after its headers arrived may still announce them, and reading them then fails: both
+    /// are "no answer" (status None), never a partial answer.
+    fn callout_response(&self, headers: usize, body_size: usize) -> CalloutResponse {
+        let status = (headers > 0)
+            .then(|| self.callout_number(":status"))
+            .flatten()
+            .and_then(|s| u16::try_from(s).ok());
+        if status.is_none() {
+            return CalloutResponse::default();
+        }
+        let body = match self
+            .abi
+            .buffer(BufferType::HttpCallResponseBody, 0, body_size)
+        {
+            Ok(body) => body.unwrap_or_default(),
+            Err(_) if body_size > 0 => return CalloutResponse::default(),
+            Err(_) => Vec::new(),
+        };
+        CalloutResponse {
+            status,
+            rejection_reason: self.callout_header("3scale-rejection-reason"),
+            limit_remaining: self.callout_number("3scale-limit-remaining"),
+            limit_reset: self.callout_number("3scale-limit-reset"),
+            limit_max_value: self.callout_number("3scale-limit-max-value"),
+            body,
+        }
+    }
+
+    fn send_reply(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        logged(
+            "send local reply",
+            self.abi
+                .send_local_response(u32::from(status), headers, body, -1),
+        );
+    }
+
+    fn send_grpc_reply(&self, grpc_status: u32, message: &str, headers: &[(&str, &str)]) {
+        let grpc_status = i32::try_from(grpc_status).unwrap_or(2);
+        logged(
+            "send gRPC reply",
+            self.abi
+                .send_local_response(200, headers, message.as_bytes(), grpc_status),
+        );
+    }
+
+    fn resume_request(&self) {
+        logged("resume request", self.abi.resume_request());
+    }
+
+    /// Envoy clears the route cache itself after a header change for ABI 0.2.1 modules; the
+    /// foreign function keeps routing right if a future ABI stops doing so. NotFound (other hosts)
+    /// is expected and ignored.
+    fn clear_route_cache(&self) {
+        match self.abi.call_foreign_function("clear_route_cache") {
+            Ok(()) | Err(Status::NotFound) => {}
+            Err(status) => log::debug!("tollgate: clear_route_cache failed: {status:?}"),
+        }
+    }
+
+    fn now(&self) -> SystemTime {
+        self.abi.current_time().unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    fn add(&self, stat: Stat, n: u64) {
+        let Ok(n) = i64::try_from(n) else { return };
+        if n == 0 {
+            return;
+        }
+        if let Some(id) = self.ids.counters.get(stat.index()) {
+            let _ = self.abi.increment_metric(*id, n);
+        }
+    }
+
+    fn observe(&self, histogram: Histogram, value: u64) {
+        if let Some(id) = self.ids.histograms.get(histogram.index()) {
+            let _ = self.abi.record_metric(*id, value);
+        }
+    }
+}
+
+impl<A: Abi> SharedStore for Adapter<'_, A> {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match self.abi.shared_data(key) {
+            Ok((value, Some(cas))) => Some((value.unwrap_or_default(), cas)),
+            _ => None,
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        self.abi
+            .set_shared_data(key, value, cas)
+            .map_err(|status| match status {
+                Status::CasMismatch => StoreError::CasMismatch,
+                _ => StoreError::Other,
+            })
+    }
+
+    fn enqueue(&self, value: &[u8]) -> Result<(), StoreError> {
+        let queue = self.ids.queue.ok_or(StoreError::Other)?;
+        self.abi
+            .enqueue_shared_queue(queue, value)
+            .map_err(|_| StoreError::Other)
+    }
+
+    fn dequeue(&self) -> Option<Vec<u8>> {
+        self.abi
+            .dequeue_shared_queue(self.ids.queue?)
+            .ok()
+            .flatten()
+    }
+}

@@ -103,6 +103,16 @@ pub fn mark_dirty(store: &impl SharedStore, prefix: &str, slot: u32) {
     });
 }
 
+/// Puts a slot that waits for its reports in flight back on the queue, without counting it towards
+/// `report_batch_size`: it is not new usage, and counting it would make every tick flush again.
+fn requeue(store: &impl SharedStore, slot: u32) {
+    if store.enqueue(&slot.to_le_bytes()).is_err() {
+        log::warn!(
+            "tollgate: cannot queue a cache slot for reporting; it is picked up at its next request"
+        );
+    }
+}
+
 /// The next batch ids of this VM: unique across VMs sharing the cache (the high half is random
 /// per VM), so entries can tell their batches apart.
 #[derive(Debug)]
@@ -131,7 +141,9 @@ pub struct Collected {
     pub abandoned_units: u64,
 }
 
-/// Drains up to `max_entries` queued slots into report calls.
+/// Drains up to `max_entries` queued slots into report calls. Each slot is taken at most once: one
+/// that must wait (its maximum of reports is in flight) goes back on the queue after the pass, not
+/// during it, so a pass never meets it again.
 pub fn collect(
     slots: &Slots<'_, impl SharedStore>,
     config: &Config,
@@ -142,6 +154,7 @@ pub fn collect(
     let abandoned_after = config.cache.report_timeout_ms.saturating_mul(2) + 1000;
     let mut collected = Collected::default();
     let mut shared: Vec<(Rc<Service>, Vec<Share>)> = Vec::new();
+    let mut waiting = Vec::new();
     for _ in 0..max_entries {
         let Some(slot) = slots
             .store
@@ -185,7 +198,7 @@ pub fn collect(
         };
         collected.abandoned_units += abandoned;
         if requeue {
-            mark_dirty(slots.store, slots.prefix, slot);
+            waiting.push(slot);
         }
         if transactions.is_empty() {
             continue;
@@ -208,6 +221,9 @@ pub fn collect(
     }
     for (service, parts) in shared {
         collected.calls.extend(split(&service, parts));
+    }
+    for slot in waiting {
+        requeue(slots.store, slot);
     }
     collected
 }
@@ -474,6 +490,46 @@ mod tests {
             Outcome::Dropped
         );
         assert_eq!(outcome(None, b""), Outcome::Uncertain);
+    }
+
+    #[test]
+    fn a_pass_takes_each_slot_once_even_when_it_must_wait() {
+        let store = MemoryStore::default();
+        let slots = slots(&store);
+        let config = config();
+        let mut ids = BatchIds::new(1);
+        let key = seed(&slots, "svc", app("a"), Answer::Authorized, 1, 200);
+        // Every batch the entry can have in flight, each with usage, plus more pending.
+        // Four: the most batches an entry can have in flight.
+        for _ in 0..4 {
+            let collected = collect(&slots, &config, &mut ids, NOW_MS, 100);
+            assert_eq!(collected.calls.len(), 1);
+            let Found::Entry { slot, .. } = slots.update(&key, |entry| {
+                entry.admit_unchecked(&usage(&[("hits", 2)]), NOW_MS / 1000);
+                entry.record_code(&usage(&[("hits", 2)]), 200);
+                entry.dirty = true;
+                ((), true)
+            }) else {
+                panic!("entry not found")
+            };
+            mark_dirty(&store, "t", slot);
+        }
+        let queued = || store.get("t.queued").map(|(value, _)| value);
+        let queued_before = queued();
+        let dequeues = store.dequeues();
+        let collected = collect(&slots, &config, &mut ids, NOW_MS, 100_000);
+        assert!(collected.calls.is_empty(), "every batch is in flight");
+        assert_eq!(
+            store.dequeues() - dequeues,
+            2,
+            "the slot, then the empty queue"
+        );
+        assert_eq!(pending_units(&slots, &key).0, 2, "still pending");
+        assert_eq!(queued(), queued_before, "a wait is not new usage");
+        // Still queued for the next pass.
+        let again = store.dequeues();
+        collect(&slots, &config, &mut ids, NOW_MS, 100_000);
+        assert_eq!(store.dequeues() - again, 2);
     }
 
     #[test]

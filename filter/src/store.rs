@@ -70,6 +70,14 @@ pub mod memory {
     pub struct MemoryStore {
         pub data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
         pub queue: RefCell<VecDeque<Vec<u8>>>,
+        dequeued: std::cell::Cell<usize>,
+    }
+
+    impl MemoryStore {
+        /// How many times the queue was read (empty reads included).
+        pub fn dequeues(&self) -> usize {
+            self.dequeued.get()
+        }
     }
 
     impl SharedStore for MemoryStore {
@@ -96,6 +104,7 @@ pub mod memory {
         }
 
         fn dequeue(&self) -> Option<Vec<u8>> {
+            self.dequeued.set(self.dequeued.get() + 1);
             self.queue.borrow_mut().pop_front()
         }
     }

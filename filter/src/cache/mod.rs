@@ -44,6 +44,7 @@
 mod codec;
 mod entry;
 mod key;
+pub mod known;
 mod period;
 pub mod slots;
 #[cfg(test)]

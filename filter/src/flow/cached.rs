@@ -1,7 +1,6 @@
 //! `cache` mode: decide from the shared cache entry, fill it from 3scale on a miss, refresh it in
 //! the background when stale, and apply the failure policy when 3scale cannot answer.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::forward::{Allow, unix_now};
@@ -9,7 +8,7 @@ use super::refuse::Denial;
 use super::{Admitted, Decided, Flow, Purpose, Report, Stage};
 use crate::background::{RefreshJob, request_refresh};
 use crate::cache::slots::{Found, Slots};
-use crate::cache::{Admission, Answer, Entry, cache_key};
+use crate::cache::{Admission, Answer, Entry, cache_key, known};
 use crate::category::Category;
 use crate::config::{Policy, Service};
 use crate::credentials::Credentials;
@@ -18,38 +17,6 @@ use crate::report::mark_dirty;
 use crate::stats::Stat;
 use crate::usage::Usage;
 use crate::verdict::Verdict;
-
-thread_local! {
-    /// `service id \0 metric` pairs 3scale accepted in an authorize with usage. A request using any
-    /// other metric asks 3scale first, so a mapping rule naming an unknown metric is caught
-    /// (`metric_invalid`) instead of voiding a report later.
-    static KNOWN_METRICS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
-}
-
-fn metric_key(service: &Service, metric: &str) -> String {
-    format!("{}\0{metric}", service.id)
-}
-
-fn knows_metrics(service: &Service, usage: &Usage) -> bool {
-    KNOWN_METRICS.with(|known| {
-        let known = known.borrow();
-        usage
-            .iter()
-            .all(|(metric, _)| known.contains(&metric_key(service, metric)))
-    })
-}
-
-fn learn_metrics(service: &Service, usage: &Usage) {
-    KNOWN_METRICS.with(|known| {
-        let mut known = known.borrow_mut();
-        for (metric, _) in usage.iter() {
-            let key = metric_key(service, metric);
-            if !known.contains(&key) {
-                known.push(key);
-            }
-        }
-    });
-}
 
 /// Admits a request; with response codes tracked, its usage joins the report at the end of the
 /// request (see [`record`]).
@@ -184,7 +151,8 @@ impl Flow {
             &decided.credentials,
             decided.referrer.as_deref(),
         );
-        if !knows_metrics(&service, &decided.usage) {
+        let prefix = &self.config.cache.key_prefix;
+        if !known::knows(host, prefix, &service.id, &decided.usage) {
             host.count(Stat::CacheMisses);
             return self.ask(host, decided, Purpose::Fill { key });
         }
@@ -341,7 +309,12 @@ impl Flow {
             };
         };
         if answer.confirmed() {
-            learn_metrics(&service, &decided.usage);
+            known::learn(
+                host,
+                &self.config.cache.key_prefix,
+                &service.id,
+                &decided.usage,
+            );
         }
         let now_ms = host.now_ms();
         let Some(fresh) = Entry::new(key.to_string(), answer.clone(), status, now_ms) else {

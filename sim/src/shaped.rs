@@ -22,7 +22,7 @@ const FLUSH_PAUSE: Duration = Duration::from_millis(50);
 pub enum Shape {
     #[default]
     Whole,
-    /// The first half (at least one byte), then the connection is reset.
+    /// The first half, then the connection is reset.
     Cut,
     /// One byte every so often.
     Trickle(Duration),
@@ -45,8 +45,9 @@ impl ShapedBody {
         }
     }
 
+    /// Half the body (nothing of an empty one: its headers still promise a byte).
     fn cut_at(&self) -> usize {
-        (self.data.len() / 2).max(1)
+        self.data.len() / 2
     }
 }
 
@@ -72,7 +73,7 @@ impl Body for ShapedBody {
                 }
                 return Poll::Ready(Some(Err(Closed)));
             }
-            Shape::Cut => this.cut_at().min(len),
+            Shape::Cut => this.cut_at(),
             Shape::Trickle(every) => {
                 if this.sent >= len {
                     return Poll::Ready(None);
@@ -100,6 +101,10 @@ impl Body for ShapedBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.data.len() as u64)
+        let promised = match self.shape {
+            Shape::Cut => self.data.len().max(1),
+            _ => self.data.len(),
+        };
+        SizeHint::with_exact(promised as u64)
     }
 }

@@ -9,6 +9,7 @@
 mod accounting;
 mod faults;
 mod limits;
+mod misbehaving;
 mod outage;
 mod singleton;
 mod support;

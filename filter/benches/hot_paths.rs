@@ -427,6 +427,58 @@ mod whole_request {
     }
 }
 
+/// The report flush: one tick of the worker that flushes.
+mod flush {
+    use super::*;
+    use tollgate::background::Background;
+
+    const APPLICATIONS: usize = 10_000;
+
+    /// One request of application `n` (a miss the first time, answered at once), to its end.
+    fn request(config: &Rc<Config>, host: &CountingHost, n: usize) {
+        host.next_request();
+        let path = format!("/items/42?app_id=app-{n}&app_key=key-{n}");
+        if let Some((_, value)) = host.request_headers.borrow_mut().get_mut(1) {
+            *value = path.into_bytes();
+        }
+        let dispatched = host.dispatched.get();
+        let mut flow = Flow::new(Rc::clone(config));
+        flow.on_request_headers(host, true);
+        if host.dispatched.get() > dispatched {
+            flow.on_callout_response(host, 1, 1, host.callout.body.len());
+        }
+        flow.on_response_headers(host);
+        flow.on_log(host);
+    }
+
+    /// 10,000 cached applications whose reports are never answered (as when 3scale answers reports in 5 s
+    /// and the flush runs every second): five rounds of one request each, with a flush after each of the
+    /// first four; the queue then holds every application, many with their maximum of batches in flight.
+    fn waiting(config: &Rc<Config>) -> (CountingHost, Background) {
+        let host = CountingHost::bench_request();
+        let mut background = Background::new(Rc::clone(config), 1);
+        for round in 0..5 {
+            for n in 0..APPLICATIONS {
+                request(config, &host, n);
+            }
+            if round < 4 {
+                background.tick(&host);
+            }
+        }
+        host.calls.take();
+        (host, background)
+    }
+
+    /// A flush tick that finds 10,000 applications queued: it takes at most 2,000 slots, each once.
+    #[divan::bench(sample_count = 5, sample_size = 1)]
+    fn tick_with_10000_applications_waiting(bencher: Bencher) {
+        let config = Rc::new(bench_config());
+        bencher
+            .with_inputs(|| waiting(&config))
+            .bench_local_refs(|(host, background)| background.tick(host));
+    }
+}
+
 /// A host whose shared data holds the benchmark application's cache entry: one request went first.
 fn warmed_host(config: &Rc<Config>) -> CountingHost {
     let host = CountingHost::bench_request();

@@ -139,6 +139,8 @@ impl BatchIds {
 pub struct Collected {
     pub calls: Vec<ReportCall>,
     pub abandoned_units: u64,
+    /// The pass stopped at its bound with slots still queued: the next tick goes on.
+    pub more: bool,
 }
 
 /// Drains up to `max_entries` queued slots into report calls. Each slot is taken at most once: one
@@ -155,12 +157,14 @@ pub fn collect(
     let mut collected = Collected::default();
     let mut shared: Vec<(Rc<Service>, Vec<Share>)> = Vec::new();
     let mut waiting = Vec::new();
+    collected.more = true;
     for _ in 0..max_entries {
         let Some(slot) = slots
             .store
             .dequeue()
             .and_then(|bytes| Some(u32::from_le_bytes(bytes.try_into().ok()?)))
         else {
+            collected.more = false;
             break;
         };
         let Some(key) = slots.key_in(slot) else {
@@ -183,10 +187,11 @@ pub fn collect(
                 .sum();
             // Too many batches in flight: the rest waits for the next flush.
             let requeue = entry.has_pending();
+            let changed = !transactions.is_empty() || abandoned > 0 || entry.dirty != requeue;
             entry.dirty = requeue;
             (
                 (transactions, units, abandoned, entry.confirmed(), requeue),
-                true,
+                changed,
             )
         });
         let Found::Entry {

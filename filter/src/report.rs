@@ -10,6 +10,7 @@
 use std::rc::Rc;
 
 use crate::backend::call::{REPORT_PARAM_BUDGET, ReportTransaction, report_body};
+use crate::backend::parse_error;
 use crate::cache::slots::{Found, Slots};
 use crate::cache::{Transaction, parse_key};
 use crate::config::{Config, Service};
@@ -67,6 +68,9 @@ pub enum Outcome {
 /// Reads the answer to a report. Envoy answers for an upstream it could not reach with its own
 /// 503 whose body names the reset reason; only a connection that never opened is safe to retry.
 pub fn outcome(status: Option<u16>, body: &[u8]) -> Outcome {
+    // A 4xx that is not apisonator's (no `<error>`) came from a proxy in front of it, which did not
+    // forward the report: it is sent again, like a refused connection.
+    let apisonator_error = parse_error(body).is_some();
     let body = String::from_utf8_lossy(body);
     match status {
         // apisonator accepts a report with 202 and no body; anything else that looks like success
@@ -81,7 +85,8 @@ pub fn outcome(status: Option<u16>, body: &[u8]) -> Outcome {
         }
         Some(503) if body.contains("upstream connect error") => Outcome::Uncertain,
         Some(500 | 503) => Outcome::Retry,
-        Some(400..=499) => Outcome::Dropped,
+        Some(400..=499) if apisonator_error => Outcome::Dropped,
+        Some(400..=499) => Outcome::Retry,
         _ => Outcome::Uncertain,
     }
 }
@@ -495,6 +500,11 @@ mod tests {
             Outcome::Dropped
         );
         assert_eq!(outcome(None, b""), Outcome::Uncertain);
+        assert_eq!(
+            outcome(Some(404), b"<html>Not Found</html>"),
+            Outcome::Retry
+        );
+        assert_eq!(outcome(Some(403), b""), Outcome::Retry);
     }
 
     #[test]

@@ -71,10 +71,27 @@ pub fn classify(response: &BackendResponse, usage: &Usage) -> Verdict {
     };
     match http {
         200 | 409 => status_document(http, response, usage),
-        403 | 404 => error_document(http, response.body),
-        400 | 422 => misconfigured_by_error(http, response.body, parse_error(response.body)),
+        400 | 403 | 404 | 422 => match parse_error(response.body) {
+            Some(error) => error_document(http, response.body, error),
+            None => not_apisonator(http, response.body),
+        },
         _ => unavailable(format!("3scale answered HTTP {http}")),
     }
+}
+
+/// apisonator always explains a 4xx with an `<error code="…">` document. Without one the answer came
+/// from something between Envoy and apisonator (an ingress, a proxy, a load balancer with no backend):
+/// 3scale did not answer, and the failure policy decides, rather than every application being refused
+/// as if Tollgate were misconfigured.
+fn not_apisonator(http: u16, body: &[u8]) -> Verdict {
+    let what = if body.trim_ascii().is_empty() {
+        "an empty body"
+    } else {
+        "a body that is not 3scale's"
+    };
+    unavailable(format!(
+        "the 3scale cluster answered HTTP {http} with {what}: not apisonator's answer"
+    ))
 }
 
 fn unavailable(detail: String) -> Verdict {
@@ -238,12 +255,13 @@ fn limit_headers(response: &BackendResponse) -> Option<LimitHeaders> {
     })
 }
 
-/// 403 and 404: the client's credentials are unknown to 3scale, or the gateway sent something
-/// 3scale cannot accept.
-fn error_document(http: u16, body: &[u8]) -> Verdict {
-    match parse_error(body) {
-        Some(error)
-            if error.code == "user_key_invalid" || error.code == "application_not_found" =>
+/// A 4xx with apisonator's `<error>`: the client's credentials are unknown to 3scale (403, 404), or the
+/// gateway sent something 3scale cannot accept.
+fn error_document(http: u16, body: &[u8], error: BackendError) -> Verdict {
+    match error {
+        error
+            if (http == 403 || http == 404)
+                && (error.code == "user_key_invalid" || error.code == "application_not_found") =>
         {
             Verdict::Denied {
                 category: Category::AuthFailed,
@@ -253,7 +271,7 @@ fn error_document(http: u16, body: &[u8]) -> Verdict {
                 retry_after: None,
             }
         }
-        error => misconfigured_by_error(http, body, error),
+        error => misconfigured_by_error(http, body, Some(error)),
     }
 }
 
@@ -760,14 +778,12 @@ mod tests {
                 None,
                 "usage_value_invalid",
             ),
-            (403, "", None, "unknown"),
             (
                 404,
                 r#"<error code="metric_invalid">metric "nope" is invalid</error>"#,
                 None,
                 "metric_invalid",
             ),
-            (404, "", None, "unknown"),
             (
                 422,
                 r#"<error code="service_id_missing">Service ID is missing</error>"#,
@@ -798,7 +814,6 @@ mod tests {
                 None,
                 "not_valid_data",
             ),
-            (400, "<html>Bad Request</html>", None, "unknown"),
             (
                 403,
                 r#"<error code="Weird Code!">x</error>"#,
@@ -830,6 +845,19 @@ mod tests {
                     );
                 }
                 (_, verdict) => panic!("{http} {body}: {verdict:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn answers_that_are_not_apisonators_are_unavailable() {
+        for http in [400, 403, 404, 422] {
+            for body in ["", "<html><body>404 Not Found</body></html>", "Forbidden\n"] {
+                let verdict = classify(&answer(http, body), &usage(&[("hits", 1)]));
+                let Verdict::Unavailable { detail } = &verdict else {
+                    panic!("{http} {body:?}: {verdict:?}");
+                };
+                assert!(detail.contains(&format!("HTTP {http}")), "{detail}");
             }
         }
     }

@@ -11,7 +11,7 @@ use tollgate_e2e::{Cases, Connection, Load, LoadSpec, Request, Stack, StackOptio
 
 use crate::support::{
     CACHE_HOST, Route, Traffic, assert_no_vm_failure, cache_service, calls, filter_config, options,
-    outcomes, request, start, stat, tollgate_stats, wait_for,
+    outcomes, request, service, start, stat, tollgate_stats, wait_for,
 };
 
 const TIMEOUT_MS: u64 = 1000;
@@ -238,5 +238,75 @@ fn a_fresh_vm_decides_from_the_cache_while_3scale_is_down() {
             assert_eq!(response.status, 200, "{}", response.text());
         },
     );
+    cases.finish();
+}
+
+#[test]
+fn a_proxys_bare_answer_is_3scale_unavailable_and_the_failure_policy_decides() {
+    let config = filter_config(
+        json!({ "report_interval_ms": 300 }),
+        TIMEOUT_MS,
+        vec![
+            service("svc-deny", "deny.test", json!({ "policy": "deny" })),
+            service("svc-allow", "allow.test", json!({ "policy": "allow" })),
+            // A wrong service token: apisonator's own 403 `<error>`.
+            {
+                let mut wrong = cache_service();
+                wrong["service_token"] = json!("not-the-token");
+                wrong
+            },
+        ],
+    );
+    let stack = start(config, 1);
+    let mut cases = Cases::new("an answer that is not apisonator's");
+    for status in [404, 403] {
+        stack.sim.fault(json!({
+            "endpoint": "*", "status": status, "content_type": "text/html",
+            "body": "<html><body>Not Found</body></html>",
+        }));
+        let deny = stack.send(&request(
+            "deny.test",
+            Route::Items,
+            "refused-new",
+            "key",
+            200,
+        ));
+        cases.case(
+            &format!("a bare {status} under deny: 503 backend_unavailable"),
+            || {
+                assert_eq!(deny.status, 503, "{}", deny.text());
+                assert!(
+                    deny.text().contains("backend_unavailable"),
+                    "{}",
+                    deny.text()
+                );
+            },
+        );
+        let allow = stack.send(&request(
+            "allow.test",
+            Route::Items,
+            "refused-new",
+            "key",
+            200,
+        ));
+        cases.case(&format!("a bare {status} under allow: let through"), || {
+            assert_eq!(allow.status, 200, "{}", allow.text());
+            assert_eq!(
+                allow.upstream().as_deref(),
+                Some("staging"),
+                "fail-open cluster"
+            );
+        });
+    }
+    stack.sim.clear_faults();
+    let wrong_token = stack.send(&items("app-000", "key-000"));
+    cases.case("apisonator's own 403 error keeps its category", || {
+        assert_eq!(wrong_token.status, 500, "{}", wrong_token.text());
+        assert!(
+            wrong_token.text().contains("backend_misconfigured"),
+            "{}",
+            wrong_token.text()
+        );
+    });
     cases.finish();
 }

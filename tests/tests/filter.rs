@@ -287,6 +287,43 @@ fn credentials(w: &World, cases: &mut Cases) {
     case(
         cases,
         w,
+        "credentials in the query (used) and in headers and Basic (not used): every location removed",
+        || {
+            let r = w.send(
+                get("appid.test", &format!("/items?{PROD}&page=2"))
+                    .header("x-app-id", "other-app")
+                    .header("x-app-key", "other-key")
+                    .header("authorization", basic("other-app", "other-key")),
+            );
+            w.assert_allowed(&r, "production");
+            assert!(w.backend_queries()[0].contains("app_id=prod-app&app_key=prod-key"));
+            let got = w.last_received("production");
+            assert_eq!(got.header("x-app-id"), None);
+            assert_eq!(got.header("x-app-key"), None);
+            assert_eq!(got.header("authorization"), None);
+            assert_eq!(got.path, "/items?page=2");
+        },
+    );
+    case(
+        cases,
+        w,
+        "a Bearer token the upstream needs is kept when Basic holds no credentials",
+        || {
+            let r = w.send(
+                get("appid.test", &format!("/items?{PROD}"))
+                    .header("authorization", "Bearer upstream-token"),
+            );
+            w.assert_allowed(&r, "production");
+            let got = w.last_received("production");
+            assert_eq!(
+                got.header("authorization").as_deref(),
+                Some("Bearer upstream-token")
+            );
+        },
+    );
+    case(
+        cases,
+        w,
         "Authorization: Basic app_id:app_key, removed before the upstream",
         || {
             let r = w.send(

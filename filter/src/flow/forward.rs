@@ -145,11 +145,32 @@ pub(super) fn unix_now(host: &impl Host) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The upstream never sees the application's credentials (APIcast forwards them; we do not).
+/// The upstream never sees the application's credentials (APIcast forwards them; we do not): not
+/// those that were used, nor others in the service's other credential locations (a request may carry
+/// credentials in two places; only the first, in location order, was checked). `Authorization` is
+/// removed for a location that did not win only when it holds that location's scheme, so an
+/// unrelated `Authorization` the upstream needs goes through.
 fn strip_credentials(host: &impl Host, decided: &Decided) {
-    if let Some(location) = decided.location {
-        strip_at(host, &decided.info, location, decided.form_body.as_deref());
+    for &location in &decided.info.service.credentials.locations {
+        let used = decided.location == Some(location);
+        if used || holds_credentials(host, location) {
+            strip_at(host, &decided.info, location, decided.form_body.as_deref());
+        }
     }
+}
+
+/// Whether a location that did not win still carries something to remove.
+fn holds_credentials(host: &impl Host, location: Location) -> bool {
+    let scheme: &[u8] = match location {
+        Location::Basic => b"basic ",
+        Location::Bearer => b"bearer ",
+        _ => return true,
+    };
+    host.request_header("authorization").is_some_and(|value| {
+        value
+            .get(..scheme.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(scheme))
+    })
 }
 
 /// Removes the credentials at `location` from the request (`form_body`: the buffered form).

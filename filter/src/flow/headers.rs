@@ -114,6 +114,9 @@ impl<H: Host> Host for HeaderView<'_, H> {
             );
             return;
         }
+        if value.is_none() && self.snapshot.get(name) == Some(None) {
+            return; // nothing to remove: spares a hostcall
+        }
         self.host.set_request_header(name, value);
         self.snapshot.set(name, value);
     }

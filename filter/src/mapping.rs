@@ -6,7 +6,8 @@
 //! Patterns use APIcast/Porta syntax: `/path` with `{var}` placeholders, an optional trailing `$`, and
 //! optional `?name=value&name={var}` query conditions. How they match:
 //! * Without `$` a pattern is a prefix anchored at the start (`/foo` matches `/foo`, `/foobar` and
-//!   `/foo/1`, as in APIcast); with `$` the whole path must match.
+//!   `/foo/1`, as in APIcast); with `$` the whole path must match. A `$` anywhere else is refused at
+//!   load: APIcast would read it as an anchor in the middle, a rule that never matches.
 //! * `{var}` matches one non-empty path segment, never a `/`. APIcast's class
 //!   `[\w\-.~%!$&'()*+,;=@:]` is applied there to a re-escaped URI, where every other byte appears as
 //!   `%XX`; on Envoy's path (percent-encoding kept) the equivalent is "any byte but `/`".
@@ -432,6 +433,18 @@ impl<'a> Compiler<'a> {
         if exact {
             path_end -= 1;
         }
+        // APIcast turns a pattern into a regular expression, where a `$` anywhere else anchors the
+        // end in the middle: such a rule never matches there, and matching it here would differ.
+        if self
+            .bytes
+            .get(..path_end)
+            .is_some_and(|path| path.contains(&b'$'))
+        {
+            return Err(format!(
+                "`$` ends a pattern and can only be its last character (before any `?`): `{}` (in APIcast it would never match)",
+                self.pattern
+            ));
+        }
         let segments = self.path(path_end)?;
         let conditions = match query_at {
             Some(at) => self.query(at + 1)?,
@@ -759,7 +772,9 @@ mod tests {
         assert!(!matches("/a.b", "/axb"));
         assert!(matches("/(x)*$", "/(x)*"));
         assert!(!matches("/(x)*$", "/"));
-        assert!(matches("/price$5", "/price$5"));
+        assert!(error("/price$5").contains("`$` ends a pattern"));
+        assert!(error("/a$/b$").contains("`$` ends a pattern"));
+        assert!(MappingRule::new("GET", "/a$?x=1", Rc::from("hits"), 1, false).is_ok());
         assert!(matches("/user@host:1", "/user@host:1"));
     }
 

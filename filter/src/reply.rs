@@ -84,6 +84,9 @@ fn escape_xml(text: &str, out: &mut String) {
     }
 }
 
+/// The largest error body template or message.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// A body prepared at load time: text with everything but the request id already rendered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Part {
@@ -243,10 +246,12 @@ fn build_one(category: Category, layers: &[&RawErrors]) -> Result<CategoryReply,
         format = Format::from_raw(f);
     }
     let status = merged.status.unwrap_or_else(|| category.default_status());
-    if !(200..=599).contains(&status) {
+    if !(300..=599).contains(&status) {
         return Err((
             format!("{code}.status"),
-            format!("{status} is not an HTTP status from 200 to 599"),
+            format!(
+                "{status} would not read as a refusal: use a status from 300 to 599 (a redirect, or an error)"
+            ),
         ));
     }
     let message = merged
@@ -274,6 +279,17 @@ fn build_one(category: Category, layers: &[&RawErrors]) -> Result<CategoryReply,
         .body
         .as_deref()
         .unwrap_or_else(|| format.default_template());
+    for (what, text) in [("body", template), ("message", message.as_str())] {
+        if text.len() > MAX_BODY_BYTES {
+            return Err((
+                format!("{code}.{what}"),
+                format!(
+                    "{} bytes; at most {MAX_BODY_BYTES} (every worker keeps it in memory)",
+                    text.len()
+                ),
+            ));
+        }
+    }
     let body = Body::prepare(template, format, code, &message, status);
     Ok(CategoryReply {
         category,

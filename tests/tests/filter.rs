@@ -1280,10 +1280,8 @@ fn robustness(w: &World, cases: &mut Cases) {
     );
 }
 
-#[test]
-fn a_bad_configuration_is_refused_at_load_with_its_path() {
-    let mut config = filter_config();
-    config["services"][0]["mapping_rules"][2]["pattern"] = json!("/items/{id");
+/// Envoy's log after it refused to load `config`.
+fn refused_log(config: &Value) -> String {
     let template = std::fs::read_to_string(workspace_root().join(TEMPLATE)).unwrap();
     let yaml = render(
         &template,
@@ -1305,11 +1303,58 @@ fn a_bad_configuration_is_refused_at_load_with_its_path() {
             ),
         ],
     );
-    let log = envoy_expect_rejected(&yaml);
+    envoy_expect_rejected(&yaml)
+}
+
+#[test]
+fn a_bad_configuration_is_refused_at_load_with_its_path() {
+    let mut config = filter_config();
+    config["services"][0]["mapping_rules"][2]["pattern"] = json!("/items/{id");
+    let log = refused_log(&config);
     assert!(
         log.contains("tollgate: config error at services[0].mapping_rules[2].pattern: "),
         "Envoy's log does not name the path:\n{log}"
     );
+}
+
+#[test]
+fn settings_that_cannot_do_what_was_meant_are_refused_at_load() {
+    let mut cases = Cases::new("refused settings");
+    let changes: [(&str, fn(&mut Value)); 7] = [
+        ("headers.cluster", |c| {
+            c["headers"] = json!({ "cluster": "host" })
+        }),
+        ("services[0].credentials.headers", |c| {
+            c["headers"] = json!({ "app_id": "x-app-key" })
+        }),
+        ("services[0].mapping_rules[0].method", |c| {
+            c["services"][0]["mapping_rules"][0]["method"] = json!("get")
+        }),
+        ("services[0].mapping_rules[0].method", |c| {
+            c["services"][0]["mapping_rules"][0]["method"] = json!("FETCH")
+        }),
+        ("services[0].mapping_rules[0].delta", |c| {
+            c["services"][0]["mapping_rules"][0]["delta"] = json!(9_223_372_036_854_775_808u64)
+        }),
+        ("services[0].mapping_rules[0].pattern", |c| {
+            c["services"][0]["mapping_rules"][0]["pattern"] = json!("/a$b")
+        }),
+        ("services[0].errors.limits_exceeded.status", |c| {
+            c["services"][0]["errors"] = json!({ "limits_exceeded": { "status": 200 } })
+        }),
+    ];
+    for (n, (path, change)) in changes.into_iter().enumerate() {
+        let mut config = filter_config();
+        change(&mut config);
+        let log = refused_log(&config);
+        cases.case(&format!("{n}: {path}"), || {
+            assert!(
+                log.contains(&format!("tollgate: config error at {path}: ")),
+                "Envoy's log does not name the path:\n{log}"
+            );
+        });
+    }
+    cases.finish();
 }
 
 #[test]

@@ -65,10 +65,22 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     if raw.services.is_empty() {
         return Err(error("services", "at least one service is required"));
     }
+    if raw.services.len() > MAX_SERVICES {
+        return Err(error(
+            "services",
+            format!(
+                "{} services; at most {MAX_SERVICES} per filter configuration",
+                raw.services.len()
+            ),
+        ));
+    }
+    let mut warnings = Vec::new();
     let mut services: Vec<Rc<Service>> = Vec::with_capacity(raw.services.len());
     for (index, raw_service) in raw.services.into_iter().enumerate() {
         let path = format!("services[{index}]");
+        warnings.extend(rule_warnings(&raw_service.mapping_rules, &path));
         let service = service(raw_service, &path, &global_errors, env)?;
+        check_collisions(&headers, &service, &path)?;
         if services.iter().any(|s| s.id == service.id) {
             return Err(error(
                 format!("{path}.id"),
@@ -96,7 +108,91 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         headers,
         replies,
         form_body_limit,
+        warnings,
     })
+}
+
+/// The most services one filter configuration may hold: beyond, a linear host match and the memory of
+/// every worker's copy of the configuration stop being small.
+const MAX_SERVICES: usize = 5_000;
+
+/// The largest usage delta of one mapping rule.
+const MAX_DELTA: u64 = 1_000_000_000;
+
+/// Headers Envoy, HTTP or the upstream give a meaning that Tollgate's own headers must not take over.
+const RESERVED_HEADERS: [&str; 12] = [
+    "host",
+    "authorization",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "cookie",
+    "x-request-id",
+];
+
+fn check_internal_headers(headers: &InternalHeaders) -> Result<(), ConfigError> {
+    let named = [
+        ("headers.cluster", &headers.cluster),
+        ("headers.host", &headers.host),
+        ("headers.app_id", &headers.app_id),
+        ("headers.plan", &headers.plan),
+        ("headers.debug", &headers.debug),
+    ];
+    for (i, (path, name)) in named.iter().enumerate() {
+        if RESERVED_HEADERS.contains(&name.as_str()) || name.starts_with("x-envoy-") {
+            return Err(error(
+                *path,
+                format!(
+                    "`{name}` is a header Envoy or HTTP already gives a meaning; pick another name"
+                ),
+            ));
+        }
+        if let Some((other, _)) = named.iter().take(i).find(|(_, n)| n == name) {
+            return Err(error(*path, format!("`{name}` is also {other}")));
+        }
+    }
+    Ok(())
+}
+
+/// A service's credential headers must not be one of Tollgate's own: Tollgate sets and removes those.
+fn check_collisions(
+    headers: &InternalHeaders,
+    service: &Service,
+    path: &str,
+) -> Result<(), ConfigError> {
+    let own = [
+        &headers.cluster,
+        &headers.host,
+        &headers.app_id,
+        &headers.plan,
+        &headers.debug,
+    ];
+    for name in service.credentials.names_at(Location::Header) {
+        if own.iter().any(|own| own.eq_ignore_ascii_case(name)) {
+            return Err(error(
+                format!("{path}.credentials.headers"),
+                format!("`{name}` is one of Tollgate's own headers (see `headers`)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Rules that load but count nothing.
+fn rule_warnings(rules: &[RawMappingRule], path: &str) -> Vec<String> {
+    rules
+        .iter()
+        .enumerate()
+        .filter(|(_, rule)| rule.delta == 0)
+        .map(|(i, _)| {
+            format!("{path}.mapping_rules[{i}].delta: 0 matches requests but counts nothing")
+        })
+        .collect()
 }
 
 /// With one service answering for every host, route metadata, route names and the Host cannot
@@ -159,7 +255,7 @@ fn header_name(value: Option<&String>, default: &str, path: &str) -> Result<Stri
 
 fn internal_headers(raw: &RawConfig) -> Result<InternalHeaders, ConfigError> {
     let h = raw.headers.as_ref();
-    Ok(InternalHeaders {
+    let headers = InternalHeaders {
         cluster: header_name(
             h.and_then(|h| h.cluster.as_ref()),
             "x-tollgate-cluster",
@@ -185,7 +281,9 @@ fn internal_headers(raw: &RawConfig) -> Result<InternalHeaders, ConfigError> {
             "x-3scale-debug",
             "headers.debug",
         )?,
-    })
+    };
+    check_internal_headers(&headers)?;
+    Ok(headers)
 }
 
 fn service(
@@ -528,6 +626,12 @@ fn mapping_rules(raw: &[RawMappingRule], path: &str) -> Result<MappingRules, Con
     for (i, rule) in raw.iter().enumerate() {
         let rule_path = format!("{path}[{i}]");
         check_method(&rule.method).map_err(|why| error(format!("{rule_path}.method"), why))?;
+        if rule.delta > MAX_DELTA {
+            return Err(error(
+                format!("{rule_path}.delta"),
+                format!("{} is more than {MAX_DELTA}", rule.delta),
+            ));
+        }
         check_metric(&rule.metric).map_err(|why| error(format!("{rule_path}.metric"), why))?;
         let metric = match metrics.iter().find(|m| ***m == *rule.metric) {
             Some(known) => Rc::clone(known),
@@ -544,13 +648,25 @@ fn mapping_rules(raw: &[RawMappingRule], path: &str) -> Result<MappingRules, Con
     Ok(MappingRules::new(rules))
 }
 
+/// The methods a mapping rule can name (3scale's list), and ANY.
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "ANY",
+];
+
 fn check_method(method: &str) -> Result<(), String> {
-    if method.is_empty() || !method.chars().all(|c| c.is_ascii_alphabetic()) {
+    if METHODS.contains(&method) {
+        return Ok(());
+    }
+    let upper = method.to_ascii_uppercase();
+    if METHODS.contains(&upper.as_str()) {
         return Err(format!(
-            "`{method}` is not an HTTP method (GET, POST, ... or ANY)"
+            "methods are upper case, as Envoy sees them: write `{upper}`"
         ));
     }
-    Ok(())
+    Err(format!(
+        "`{method}` is not a method a mapping rule can name: {}",
+        METHODS.join(", ")
+    ))
 }
 
 /// 3scale system names: letters, digits, `_`, `-`, `.`; they travel in `usage[<name>]`.

@@ -45,6 +45,9 @@ pub struct Config {
     pub sole_service: Option<Rc<Service>>,
     pub cache: CacheSettings,
     pub role: Role,
+    /// Settings that load but probably do not do what was meant, as `path: reason`: logged once at
+    /// load (warn level), never refused.
+    pub warnings: Vec<String>,
 }
 
 /// The shared authorization cache and the batched reports (docs/design.md).

@@ -176,6 +176,110 @@ fn semantic_errors_name_the_json_path() {
 }
 
 #[test]
+fn settings_that_cannot_do_what_was_meant_are_refused() {
+    let services = |n: usize| {
+        let service = |i: usize| {
+            serde_json::json!({"id": format!("s{i}"), "provider_key": "pk",
+                "credentials": {"kind": "user_key"},
+                "mapping_rules": [{"method": "ANY", "pattern": "/", "metric": "hits"}]})
+        };
+        serde_json::Value::Array((0..n).map(service).collect())
+    };
+    let cases = [
+        (
+            "/headers/cluster",
+            serde_json::json!("host"),
+            "headers.cluster",
+            "Envoy or HTTP",
+        ),
+        (
+            "/headers/plan",
+            serde_json::json!("Authorization"),
+            "headers.plan",
+            "Envoy or HTTP",
+        ),
+        (
+            "/headers/host",
+            serde_json::json!("x-route-cluster"),
+            "headers.host",
+            "also headers.cluster",
+        ),
+        (
+            "/headers/debug",
+            serde_json::json!("x-envoy-original-path"),
+            "headers.debug",
+            "Envoy",
+        ),
+        (
+            "/headers/app_id",
+            serde_json::json!("x-app-key"),
+            "services[0].credentials.headers",
+            "Tollgate's own",
+        ),
+        (
+            "/services/0/mapping_rules/0/method",
+            serde_json::json!("get"),
+            "services[0].mapping_rules[0].method",
+            "write `GET`",
+        ),
+        (
+            "/services/0/mapping_rules/0/method",
+            serde_json::json!("FETCH"),
+            "services[0].mapping_rules[0].method",
+            "not a method",
+        ),
+        (
+            "/services/0/mapping_rules/0/delta",
+            serde_json::json!(9_223_372_036_854_775_808u64),
+            "services[0].mapping_rules[0].delta",
+            "more than",
+        ),
+        (
+            "/services/0/errors/limits_exceeded/status",
+            serde_json::json!(200),
+            "services[0].errors.limits_exceeded.status",
+            "refusal",
+        ),
+        (
+            "/services/0/errors/limits_exceeded/body",
+            serde_json::json!("x".repeat(10 * 1024 * 1024)),
+            "services[0].errors.limits_exceeded.body",
+            "at most",
+        ),
+        (
+            "/services/0/mapping_rules/0/pattern",
+            serde_json::json!("/a$b"),
+            "services[0].mapping_rules[0].pattern",
+            "`$` ends a pattern",
+        ),
+        ("/services", services(10_000), "services", "at most 5000"),
+    ];
+    for (pointer, value, path, reason) in cases {
+        let e = error_of(&with(pointer, value));
+        assert_eq!(e.path, path, "{pointer}: {e}");
+        assert!(e.reason.contains(reason), "{pointer}: {e}");
+    }
+    assert!(
+        load(&with("/services", services(1_200))).is_ok(),
+        "1,200 services load"
+    );
+}
+
+#[test]
+fn settings_that_count_nothing_load_with_a_warning() {
+    let config = load(&with(
+        "/services/0/mapping_rules/0/delta",
+        serde_json::json!(0),
+    ))
+    .unwrap();
+    assert_eq!(
+        config.warnings,
+        ["services[0].mapping_rules[0].delta: 0 matches requests but counts nothing"]
+    );
+    assert!(load(VALID).unwrap().warnings.is_empty());
+}
+
+#[test]
 fn failure_settings_that_could_never_apply_are_rejected() {
     let fail_open = serde_json::json!({"policy": "allow", "fail_open_cluster": "fallback"});
     let routed = load(&with("/services/0/failure", fail_open.clone())).unwrap();

@@ -62,6 +62,9 @@ impl RootContext for Root {
             .unwrap_or_default();
         match Config::load(&json, &|name| std::env::var(name).ok()) {
             Ok(config) => {
+                for warning in &config.warnings {
+                    log::warn!("tollgate: config warning at {warning}");
+                }
                 let queue = format!("{}.dirty", config.cache.key_prefix);
                 self.ids = Rc::new(MetricIds::register(&Wasm, &queue));
                 let config = Rc::new(config);

@@ -3,7 +3,7 @@
 //! was), and what the 3scale simulator saw (its call counters and usage).
 
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use tollgate_e2e::{
@@ -1386,4 +1386,73 @@ fn an_unknown_backend_cluster_is_a_loud_misconfiguration() {
         stack.staging.received().len() + stack.production.received().len(),
         0
     );
+}
+
+/// Envoy's log from byte `start` on, once the lines of what happened since had time to be written.
+fn log_after(stack: &Stack, start: usize) -> String {
+    std::thread::sleep(Duration::from_secs(1));
+    stack
+        .envoy
+        .log()
+        .get(start..)
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn envoy_debug_logs_show_secrets_unless_http_and_router_stay_at_info() {
+    let stack = Stack::start(options(filter_config()));
+    let logging = |query: &str| {
+        let r = tollgate_e2e::send(
+            stack.envoy.admin_port,
+            &Request::post(&format!("/logging?{query}")),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    let secrets = ["tok-appid", "prod-key"];
+    let leaked = |log: &str| -> Vec<&str> {
+        secrets
+            .iter()
+            .copied()
+            .filter(|s| log.contains(s))
+            .collect()
+    };
+    let mut cases = Cases::new("what Envoy logs");
+    logging("level=debug");
+    let before = stack.envoy.log().len();
+    assert_eq!(
+        stack
+            .send(&get("appid.test", &format!("/items?{PROD}")))
+            .status,
+        200
+    );
+    let debug_log = log_after(&stack, before);
+    cases.case(
+        "at debug level, Envoy itself prints the callout's path and the request's",
+        || {
+            assert_eq!(leaked(&debug_log), secrets, "{debug_log}");
+        },
+    );
+    logging("http=info");
+    logging("router=info");
+    let before = stack.envoy.log().len();
+    assert_eq!(
+        stack
+            .send(&get("appid.test", &format!("/items?{PROD}")))
+            .status,
+        200
+    );
+    let quiet_log = log_after(&stack, before);
+    cases.case(
+        "with http and router at info (everything else at debug), no secret",
+        || {
+            assert!(leaked(&quiet_log).is_empty(), "{quiet_log}");
+            assert!(
+                quiet_log.contains("[debug]"),
+                "other components still log at debug: {quiet_log}"
+            );
+        },
+    );
+    cases.finish();
 }

@@ -12,4 +12,5 @@ mod limits;
 mod misbehaving;
 mod outage;
 mod singleton;
+mod soak;
 mod support;

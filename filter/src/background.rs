@@ -12,6 +12,7 @@ use crate::cache::Answer;
 use crate::cache::slots::Slots;
 use crate::config::{Config, Role, Service};
 use crate::credentials::Credentials;
+use crate::held::Hold;
 use crate::host::Host;
 use crate::report::{BatchIds, Outcome, ReportCall, collect, outcome, settle};
 use crate::stats::{Histogram, Stat};
@@ -34,11 +35,20 @@ pub struct SingleReport {
     pub transaction: ReportTransaction,
     /// How many times it was sent without an answer.
     attempts: u32,
+    /// The usage its request holds (`per_request` mode), given back once the report is answered.
+    hold: Option<Hold>,
 }
 
 impl SingleReport {
     fn units(&self) -> u64 {
         self.transaction.usage.iter().map(|(_, d)| d).sum()
+    }
+
+    /// The report was answered, or given up: its request no longer holds its usage.
+    fn release(&self, store: &impl crate::store::SharedStore) {
+        if let Some(hold) = &self.hold {
+            hold.release(store);
+        }
     }
 }
 
@@ -77,6 +87,7 @@ pub fn send_report(
     application: Credentials,
     usage: &Usage,
     code: Option<u16>,
+    hold: Option<Hold>,
 ) {
     let usage: Vec<(String, u64)> = usage
         .iter()
@@ -97,6 +108,7 @@ pub fn send_report(
             service,
             transaction,
             attempts: 0,
+            hold,
         })
     });
 }
@@ -206,6 +218,7 @@ impl Background {
         let units = report.units();
         if report.attempts >= SINGLE_REPORT_ATTEMPTS || self.resends.len() >= MAX_RESENDS {
             host.add(Stat::DroppedUnits, units);
+            report.release(host);
             crate::throttle::warn_dropped(
                 &report.service.id,
                 now_ms,
@@ -314,12 +327,16 @@ impl Background {
                     );
                 }
             }
-            Call::Single(report) => match outcome(response.status, &response.body) {
-                Outcome::Accepted => host.add(Stat::ReportedUnits, report.units()),
-                Outcome::Dropped => host.add(Stat::DroppedUnits, report.units()),
-                Outcome::Uncertain => host.add(Stat::UncertainUnits, report.units()),
-                Outcome::Retry => self.resend(host, report, host.now_ms()),
-            },
+            Call::Single(report) => {
+                let stat = match outcome(response.status, &response.body) {
+                    Outcome::Retry => return self.resend(host, report, host.now_ms()),
+                    Outcome::Accepted => Stat::ReportedUnits,
+                    Outcome::Dropped => Stat::DroppedUnits,
+                    Outcome::Uncertain => Stat::UncertainUnits,
+                };
+                host.add(stat, report.units());
+                report.release(host);
+            }
         }
     }
 
@@ -483,6 +500,7 @@ mod tests {
             Credentials::UserKey("uk".into()),
             &usage,
             Some(200),
+            None,
         );
     }
 

@@ -14,6 +14,7 @@ pub mod config;
 pub mod credentials;
 pub mod flow;
 pub mod glob;
+pub mod held;
 pub mod host;
 pub mod hostcalls;
 pub mod mapping;

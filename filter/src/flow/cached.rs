@@ -71,6 +71,7 @@ pub(super) fn record(
                     application,
                     usage,
                     (code != 0).then_some(code),
+                    None,
                 );
             }
         }

@@ -1,5 +1,6 @@
 //! From request headers (and a form body) to credentials, usage and an authorization.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::forward::Allow;
@@ -51,6 +52,7 @@ impl Flow {
             debug,
             snapshot: None,
             released: false,
+            hold: RefCell::default(),
         })
     }
 
@@ -119,10 +121,24 @@ impl Flow {
             referrer,
             purpose: Purpose::Authrep,
             asked_at_ms: 0,
+            asked_usage: None,
         };
         match service.mode {
             Mode::Cache => self.authorize_cached(host, decided),
             Mode::PerRequest if service.report_response_codes => {
+                let mut decided = decided;
+                let held = crate::held::hold(
+                    host,
+                    &self.config.cache.key_prefix,
+                    &service.id,
+                    &decided.credentials,
+                    &decided.usage,
+                    unix_now(host),
+                );
+                if let Some((hold, asked)) = held {
+                    *decided.info.hold.borrow_mut() = Some(hold);
+                    decided.asked_usage = Some(asked);
+                }
                 self.ask(host, decided, Purpose::Authorize)
             }
             Mode::PerRequest => self.ask(host, decided, Purpose::Authrep),
@@ -147,7 +163,7 @@ impl Flow {
             auth: &service.auth,
             service_id: &service.id,
             credentials: &decided.credentials,
-            usage: &decided.usage,
+            usage: decided.asked_usage.as_ref().unwrap_or(&decided.usage),
             referrer: decided.referrer.as_deref(),
             log_code: None,
         };

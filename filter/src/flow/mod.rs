@@ -15,10 +15,12 @@ mod source;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::config::{Config, Service};
 use crate::credentials::{Credentials, Location};
+use crate::held::Hold;
 use crate::host::{Action, Host};
 use crate::ratelimit::RateLimit;
 use crate::stats::Histogram;
@@ -55,6 +57,9 @@ struct RequestInfo {
     snapshot: Option<HeaderSnapshot>,
     /// The headers were released: routing goes through filter state.
     released: bool,
+    /// `per_request` mode with response codes: the usage this request holds ([`crate::held`]),
+    /// given back when it is refused, or handed to its report.
+    hold: RefCell<Option<Hold>>,
 }
 
 /// A request whose credentials and usage are known, waiting for its authorization.
@@ -71,6 +76,8 @@ struct Decided {
     purpose: Purpose,
     /// When 3scale was asked (ms), for `tollgate.backend.latency_ms`.
     asked_at_ms: u64,
+    /// What 3scale is asked to authorize when it is not `usage`: the application's held usage.
+    asked_usage: Option<Usage>,
 }
 
 /// What the response phase still needs to know about an allowed request.
@@ -90,6 +97,7 @@ enum Report {
         service: Rc<Service>,
         application: Credentials,
         usage: Usage,
+        hold: Option<Hold>,
     },
 }
 
@@ -100,6 +108,7 @@ impl Report {
             service: Rc::clone(&decided.info.service),
             application: decided.credentials.clone(),
             usage: decided.usage.clone(),
+            hold: decided.info.hold.borrow_mut().take(),
         }
     }
 }
@@ -247,10 +256,11 @@ impl Flow {
                 service,
                 application,
                 usage,
+                hold,
             } => {
                 let code = code.filter(|_| service.report_response_codes);
                 host.add(crate::stats::Stat::QueuedUnits, usage.units());
-                crate::background::send_report(service, application, &usage, code);
+                crate::background::send_report(service, application, &usage, code, hold);
             }
         }
     }

@@ -37,6 +37,9 @@ impl Flow {
         debug: Option<DebugInfo>,
     ) -> Action {
         self.stage = Stage::Done;
+        if let Some(hold) = info.hold.borrow_mut().take() {
+            hold.release(host);
+        }
         let mut extra = Vec::new();
         if category == Category::AuthMissing {
             extra.push(("www-authenticate".to_string(), challenge(info)));

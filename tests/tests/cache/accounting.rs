@@ -386,3 +386,106 @@ fn per_request_mode_authorizes_before_and_reports_usage_with_codes_after() {
     cases.case("no VM failure", || assert_no_vm_failure(&stack.envoy));
     cases.finish();
 }
+
+/// An application of `svc-cache` on a plan allowing 5 hits a minute, created through the internal API.
+fn five_a_minute(sim: &tollgate_e2e::Sim, app: &str) {
+    let internal = "/internal/services/svc-cache";
+    let (status, body) = sim.put_json(
+        &format!("{internal}/plans/p-five/usagelimits/1/minute"),
+        &json!({ "usagelimit": { "minute": 5 } }),
+    );
+    assert!(status < 300, "{status} {body}");
+    let (status, body) = sim.post_json(
+        &format!("{internal}/applications/{app}"),
+        &json!({ "application": { "state": "active", "plan_id": "p-five", "plan_name": "Five" } }),
+    );
+    assert!(status < 300, "{status} {body}");
+    let (status, body) = sim.post_json(
+        &format!("{internal}/applications/{app}/keys/"),
+        &json!({ "application_key": { "value": "five-key" } }),
+    );
+    assert!(status < 300, "{status} {body}");
+}
+
+#[test]
+fn per_request_mode_with_codes_holds_a_limit_for_bursts() {
+    let mut per_request = cache_service();
+    per_request["mode"] = json!("per_request");
+    per_request["plans"]["routes"]["Five"] = json!({ "cluster": "production" });
+    let config = filter_config(
+        json!({ "report_interval_ms": 1000 }),
+        2000,
+        vec![per_request],
+    );
+    let stack = start(config, 2);
+    // The whole test within one simulated minute.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    stack.sim.freeze_clock(json!(now - now % 60 + 5));
+    five_a_minute(&stack.sim, "five-seq");
+    five_a_minute(&stack.sim, "five-conc");
+    let sequential: Vec<u16> = (0..8)
+        .map(|_| {
+            stack
+                .send(&request(
+                    CACHE_HOST,
+                    Route::Items,
+                    "five-seq",
+                    "five-key",
+                    200,
+                ))
+                .status
+        })
+        .collect();
+    let concurrent: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    stack
+                        .send(&request(
+                            CACHE_HOST,
+                            Route::Items,
+                            "five-conc",
+                            "five-key",
+                            200,
+                        ))
+                        .status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let count = |statuses: &[u16], status: u16| statuses.iter().filter(|s| **s == status).count();
+    let mut cases = Cases::new("per_request bursts, response codes on, 5 hits a minute");
+    cases.case("a sequential burst of 8: 5 × 200 and 3 × 429", || {
+        assert_eq!(sequential, [200, 200, 200, 200, 200, 429, 429, 429]);
+    });
+    cases.case("a concurrent burst of 8: 5 × 200 and 3 × 429", || {
+        assert_eq!(
+            (count(&concurrent, 200), count(&concurrent, 429)),
+            (5, 3),
+            "{concurrent:?}"
+        );
+    });
+    cases.case(
+        "3scale counts the 10 admitted requests, with their codes",
+        || {
+            for app in ["five-seq", "five-conc"] {
+                wait_for("the reports", Duration::from_secs(10), || {
+                    let hits = stack.sim.usage("svc-cache", app)["metrics"]["hits"]["minute"]
+                        .as_u64()
+                        .unwrap_or(0);
+                    let codes = stack.sim.response_codes("svc-cache", app)["codes"]["200"]
+                        .as_u64()
+                        .unwrap_or(0);
+                    (hits == 5 && codes == 5)
+                        .then_some(())
+                        .ok_or_else(|| format!("{app}: {hits} hits, {codes} codes 200"))
+                });
+            }
+        },
+    );
+    cases.finish();
+}

@@ -93,9 +93,10 @@ fn apply(stack: &Stack, fault: &Option<Value>) {
     stack.sim.clear_faults();
     match fault {
         None => {}
-        Some(Value::String(refuse)) if refuse == "refuse" => {
-            stack.sim.refuse_for(FAULT_FOR.as_millis() as u64)
-        }
+        // Listening again well before the next period, when the simulator is told its next fault.
+        Some(Value::String(refuse)) if refuse == "refuse" => stack
+            .sim
+            .refuse_for((FAULT_FOR - Duration::from_secs(2)).as_millis() as u64),
         Some(fault) => stack.sim.fault(fault.clone()),
     }
 }

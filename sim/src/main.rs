@@ -14,6 +14,7 @@ mod ruby;
 mod seed;
 mod server;
 mod shaped;
+mod worker;
 mod sim_api;
 mod status;
 mod store;

@@ -84,6 +84,10 @@ pub struct Fault {
     /// With `status`: the answer's body instead of the default one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// A connection that already served N requests is closed when the next one arrives, which is
+    /// neither read nor answered (a server closing idle kept-alive connections, as puma does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_kept_alive_after: Option<u64>,
     /// Apply to the next N requests only, then clear itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub times: Option<u64>,

@@ -87,17 +87,40 @@ pub fn report(
     }
     if !batch.is_empty() {
         let now = store.clock.now();
-        let data = store.data_mut(&service_id);
-        if let Err(error) = run_job(data, &batch, extensions.flat_usage, now) {
-            data.store_error(StoredError {
-                code: error.code().to_owned(),
-                message: error.message(),
-                timestamp: format_error_time(now.secs),
-                context_info: serde_json::json!({}),
-            });
+        if store.worker.is_async() {
+            store.worker.queue(service_id, batch, extensions.flat_usage, now);
+        } else {
+            apply(store, &service_id, &batch, extensions.flat_usage, now);
         }
     }
     ReportOutcome::Accepted
+}
+
+/// The background job of one accepted batch: all of it applied, or none and its error stored.
+fn apply(store: &mut Store, service_id: &str, batch: &[Hash], flat_usage: bool, at: Instant) {
+    let data = store.data_mut(service_id);
+    if let Err(error) = run_job(data, batch, flat_usage, at) {
+        data.store_error(StoredError {
+            code: error.code().to_owned(),
+            message: error.message(),
+            timestamp: format_error_time(at.secs),
+            context_info: serde_json::json!({}),
+        });
+    }
+}
+
+/// Runs the worker's due jobs (asynchronous mode).
+pub fn run_due_jobs(store: &mut Store) {
+    for job in store.worker.due() {
+        apply(store, &job.service_id, &job.batch, job.flat_usage, job.accepted_at);
+    }
+}
+
+/// Back to synchronous mode: whatever waits is applied now.
+pub fn drain_jobs(store: &mut Store) {
+    for job in store.worker.reset() {
+        apply(store, &job.service_id, &job.batch, job.flat_usage, job.accepted_at);
+    }
 }
 
 /// The request-level checks of `transactions`.

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -45,6 +46,16 @@ impl App {
     /// Closes every connection but `exempt` (it finishes its answer first) and refuses
     /// connections for `for_ms`. Returns once the listener is closed.
     pub async fn refuse(&self, for_ms: u64, exempt: u64) -> bool {
+        self.stop_listening(for_ms, exempt, false).await
+    }
+
+    /// A graceful restart of the listener: connections finish the request they are answering and
+    /// close (idle ones at once), and connections are refused for `for_ms`.
+    pub async fn restart(&self, for_ms: u64, exempt: u64) -> bool {
+        self.stop_listening(for_ms, exempt, true).await
+    }
+
+    async fn stop_listening(&self, for_ms: u64, exempt: u64, graceful: bool) -> bool {
         let (ack, acked) = oneshot::channel();
         if self
             .control
@@ -61,6 +72,7 @@ impl App {
         self.control.kill.send_modify(|k| {
             k.generation += 1;
             k.exempt = exempt;
+            k.graceful = graceful;
         });
         true
     }
@@ -77,6 +89,8 @@ struct Refusal {
 struct Kill {
     generation: u64,
     exempt: u64,
+    /// Answer what is in progress, then close (a graceful restart), rather than close at once.
+    graceful: bool,
 }
 
 struct Control {
@@ -188,7 +202,11 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let service_app = Arc::clone(&app);
-    let service = service_fn(move |request| handle(Arc::clone(&service_app), request, id, peer));
+    let served = Arc::new(AtomicU64::new(0));
+    let service = service_fn(move |request| {
+        let before = served.fetch_add(1, Ordering::Relaxed);
+        handle(Arc::clone(&service_app), request, Connection { id, peer, before })
+    });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .serve_connection(TokioIo::new(stream), service);
@@ -201,7 +219,8 @@ async fn serve_connection(
                     let _ = connection.as_mut().await;
                     return;
                 }
-                if kill.borrow_and_update().exempt != id {
+                let order = *kill.borrow_and_update();
+                if order.exempt != id && !order.graceful {
                     return;
                 }
                 connection.as_mut().graceful_shutdown();
@@ -211,17 +230,26 @@ async fn serve_connection(
 }
 
 /// One request: the simulator's API, apisonator's internal API, or the public listener.
+/// The connection a request came on: its id, its peer, and how many requests it served before.
+#[derive(Clone, Copy)]
+struct Connection {
+    id: u64,
+    peer: SocketAddr,
+    before: u64,
+}
+
 async fn handle(
     app: Arc<App>,
     request: Request<Incoming>,
-    conn_id: u64,
-    peer: SocketAddr,
+    connection: Connection,
 ) -> Result<Response<ShapedBody>, Closed> {
+    let Connection { id: conn_id, peer, before } = connection;
     let started = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or("").to_owned();
     let body = read_body(body).await.ok_or(Closed)?;
+    crate::report::run_due_jobs(&mut app.store());
     let reply = if path == "/_sim" || path.starts_with("/_sim/") {
         Ok(crate::sim_api::handle(&app, &parts.method, &path, &query, &body.bytes, conn_id).await)
     } else if path == "/internal" || path.starts_with("/internal/") {
@@ -241,7 +269,7 @@ async fn handle(
             body: &body,
             peer_ip: peer.ip().to_string(),
         };
-        public_call(&app, &request).await
+        public_call(&app, &request, before).await
     };
     if app.debug {
         let status = reply
@@ -260,7 +288,11 @@ async fn handle(
 }
 
 /// A public request with its counters, fault and log entry.
-async fn public_call(app: &App, request: &PublicRequest<'_>) -> Result<Reply, Closed> {
+async fn public_call(
+    app: &App,
+    request: &PublicRequest<'_>,
+    served_before: u64,
+) -> Result<Reply, Closed> {
     let endpoint = classify(request.method, request.path);
     let parsed = request.params();
     let service_id = parsed.as_ref().ok().and_then(|p| p.str("service_id"));
@@ -282,6 +314,10 @@ async fn public_call(app: &App, request: &PublicRequest<'_>) -> Result<Reply, Cl
         .and_then(|f| f.latency_ms)
         .map(Duration::from_millis);
     let result = match fault {
+        // A server closing a kept-alive connection as the next request arrives: never read, no work.
+        Some(fault) if fault.close_kept_alive_after.is_some_and(|n| served_before >= n) => {
+            Err(Closed)
+        }
         Some(fault) if fault.skips_work() => {
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;

@@ -34,6 +34,7 @@ pub async fn handle(
         }
         ("POST", ["reset"]) => {
             app.store().reset_counters();
+            app.store().worker = crate::worker::Worker::default();
             app.monitor().reset();
             Reply::json(200, &json!({"status": "reset"}))
         }
@@ -43,7 +44,10 @@ pub async fn handle(
             app.monitor().clear_faults();
             Reply::json(200, &json!({"status": "cleared"}))
         }
-        ("POST", ["faults", "refuse"]) => refuse(app, body, conn_id).await,
+        ("POST", ["faults", "refuse"]) => refuse(app, body, conn_id, false).await,
+        ("POST", ["faults", "restart"]) => refuse(app, body, conn_id, true).await,
+        ("GET", ["worker"]) => worker_reply(&app.store()),
+        ("PUT", ["worker"]) => set_worker(&mut app.store(), body),
         ("GET", ["clock"]) => clock_reply(&app.store()),
         ("PUT", ["clock"]) => set_clock(&mut app.store(), body),
         ("DELETE", ["clock"]) => {
@@ -148,7 +152,8 @@ fn set_fault(app: &App, body: &[u8]) -> Reply {
     Reply::json(200, &json!({"status": "set", "fault": fault}))
 }
 
-async fn refuse(app: &App, body: &[u8], conn_id: u64) -> Reply {
+/// `refuse` (every connection closed at once) or `restart` (graceful: answers in progress are sent).
+async fn refuse(app: &App, body: &[u8], conn_id: u64, graceful: bool) -> Reply {
     let value = match parse_json(body) {
         Ok(v) => v,
         Err(reply) => return reply,
@@ -156,14 +161,63 @@ async fn refuse(app: &App, body: &[u8], conn_id: u64) -> Reply {
     let Some(for_ms) = value.get("for_ms").and_then(Value::as_u64) else {
         return bad_request("for_ms (milliseconds) is required");
     };
-    if app.refuse(for_ms, conn_id).await {
-        Reply::json(200, &json!({"status": "refusing", "for_ms": for_ms}))
+    let done = if graceful {
+        app.restart(for_ms, conn_id).await
+    } else {
+        app.refuse(for_ms, conn_id).await
+    };
+    if done {
+        let status = if graceful { "restarting" } else { "refusing" };
+        Reply::json(200, &json!({"status": status, "for_ms": for_ms}))
     } else {
         Reply::json(
             500,
             &json!({"status": "error", "error": "the listener is not running"}),
         )
     }
+}
+
+fn worker_reply(store: &Store) -> Reply {
+    Reply::json(
+        200,
+        &json!({
+            "delay_ms": store.worker.delay.as_millis() as u64,
+            "paused": store.worker.paused,
+            "queued": store.worker.queued(),
+        }),
+    )
+}
+
+/// `{"delay_ms": N, "paused": bool}`, both optional: the worker's lag, or a paused worker. Resuming
+/// runs what is due; `{"delay_ms": 0, "paused": false}` is synchronous again (everything waiting is
+/// applied).
+fn set_worker(store: &mut Store, body: &[u8]) -> Reply {
+    let value = match parse_json(body) {
+        Ok(v) => v,
+        Err(reply) => return reply,
+    };
+    let known = ["delay_ms", "paused"];
+    if let Some(field) = value.as_object().and_then(|o| o.keys().find(|k| !known.contains(&k.as_str()))) {
+        return bad_request(&format!("unknown field {field}: use delay_ms and paused"));
+    }
+    if let Some(delay) = value.get("delay_ms") {
+        let Some(ms) = delay.as_u64() else {
+            return bad_request("delay_ms must be a number of milliseconds");
+        };
+        store.worker.delay = std::time::Duration::from_millis(ms);
+    }
+    if let Some(paused) = value.get("paused") {
+        let Some(paused) = paused.as_bool() else {
+            return bad_request("paused must be true or false");
+        };
+        store.worker.paused = paused;
+    }
+    if store.worker.is_async() {
+        crate::report::run_due_jobs(store);
+    } else {
+        crate::report::drain_jobs(store);
+    }
+    worker_reply(store)
 }
 
 fn clock_reply(store: &Store) -> Reply {

@@ -438,6 +438,8 @@ pub struct Store {
     /// provider key → its default service id.
     default_services: HashMap<String, String>,
     pub clock: Clock,
+    /// Batch reports accepted and not yet applied (asynchronous mode only).
+    pub worker: crate::worker::Worker,
 }
 
 /// What a service save carries (apisonator's `Service.save!` attributes).

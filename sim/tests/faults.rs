@@ -340,3 +340,68 @@ fn a_status_fault_can_look_like_a_proxy_page() {
         assert_eq!(used(&sim, f), 0, "no work");
     }
 }
+
+#[test]
+fn a_paused_or_lagging_worker_applies_accepted_reports_later() {
+    for f in FIXTURES {
+        let sim = f.start();
+        let (status, worker) = sim.json("PUT", "/_sim/worker", r#"{"paused":true}"#);
+        assert_eq!(status, 200, "{worker}");
+        let report = sim.post_form("/transactions.xml", &report_body(f));
+        assert_eq!(report.status, 202);
+        assert_eq!(used(&sim, f), 0, "accepted, not applied while paused");
+        assert_eq!(sim.json("GET", "/_sim/worker", "").1["queued"], 1);
+        sim.json("PUT", "/_sim/worker", r#"{"paused":false,"delay_ms":300}"#);
+        assert_eq!(used(&sim, f), 1, "applied on resume (it was due)");
+        assert_eq!(sim.post_form("/transactions.xml", &report_body(f)).status, 202);
+        assert_eq!(used(&sim, f), 1, "lagging 300 ms");
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(used(&sim, f), 2, "applied once due");
+        let (status, _) = sim.json("PUT", "/_sim/worker", r#"{"lag":1}"#);
+        assert_eq!(status, 400);
+    }
+}
+
+#[test]
+fn kept_alive_connections_can_be_closed_as_the_next_request_arrives() {
+    for f in FIXTURES {
+        let sim = f.start();
+        set_fault(&sim, r#"{"endpoint":"*","close_kept_alive_after":1}"#);
+        let mut stream = TcpStream::connect(&sim.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let target = authrep(f);
+        write!(stream, "GET {target} HTTP/1.1\r\nHost: sim\r\n\r\n").unwrap();
+        let mut first = vec![0u8; 65536];
+        let n = stream.read(&mut first).unwrap();
+        assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+        // The same connection again: closed without an answer, and nothing done.
+        write!(stream, "GET {target} HTTP/1.1\r\nHost: sim\r\n\r\n").unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+        assert_eq!(used(&sim, f), 1);
+        // A new connection is served.
+        assert_eq!(sim.get(&target).status, 200);
+        assert_eq!(used(&sim, f), 2);
+    }
+}
+
+#[test]
+fn a_graceful_restart_answers_what_is_in_progress_then_refuses_for_a_while() {
+    for f in FIXTURES {
+        let sim = f.start();
+        set_fault(&sim, r#"{"endpoint":"authrep","latency_ms":500}"#);
+        let addr = sim.addr.clone();
+        let target = authrep(f);
+        let slow = std::thread::spawn(move || support::send(&addr, "GET", &target, &[], None));
+        std::thread::sleep(Duration::from_millis(100));
+        let (status, body) = sim.json("POST", "/_sim/faults/restart", r#"{"for_ms":800}"#);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "restarting");
+        let answered = slow.join().unwrap().expect("the request in progress is answered");
+        assert_eq!(answered.status, 200);
+        assert!(TcpStream::connect(&sim.addr).is_err(), "refusing");
+        std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(sim.get("/status").status, 200, "listening again");
+    }
+}

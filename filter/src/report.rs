@@ -83,12 +83,28 @@ pub fn outcome(status: Option<u16>, body: &[u8]) -> Outcome {
         {
             Outcome::Retry
         }
+        // The server closed a kept-alive connection as the report arrived (puma does, routinely and at
+        // every graceful restart): Envoy saw the connection end before any byte of an answer. apisonator
+        // answers a report as soon as it queued it, so such a report was not taken: it is sent again.
+        Some(503) if closed_unread(&body) => Outcome::Retry,
         Some(503) if body.contains("upstream connect error") => Outcome::Uncertain,
         Some(500 | 503) => Outcome::Retry,
         Some(400..=499) if apisonator_error => Outcome::Dropped,
         Some(400..=499) => Outcome::Retry,
         _ => Outcome::Uncertain,
     }
+}
+
+/// Whether Envoy's answer says the connection ended before any byte of an answer came back, the server
+/// having closed it (`connection termination`): the request was never taken by apisonator, which
+/// answers as soon as it has queued a report, and an authorization has no effect to repeat.
+fn closed_unread(body: &str) -> bool {
+    body.contains("before headers") && body.contains("reset reason: connection termination")
+}
+
+/// Whether a callout's answer proves the call never reached apisonator, so it can be sent again.
+pub fn never_reached(status: Option<u16>, body: &[u8]) -> bool {
+    status == Some(503) && closed_unread(&String::from_utf8_lossy(body))
 }
 
 /// Queues slot `slot` for the next flush, and counts it for the flush's size trigger.
@@ -485,6 +501,12 @@ mod tests {
         assert_eq!(outcome(Some(503), refused), Outcome::Retry);
         assert_eq!(outcome(Some(503), b"no healthy upstream"), Outcome::Retry);
         let reset = b"upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+        assert_eq!(
+            outcome(Some(503), reset),
+            Outcome::Retry,
+            "closed unread: resent"
+        );
+        let reset = b"upstream connect error or disconnect/reset before headers. reset reason: remote reset";
         assert_eq!(outcome(Some(503), reset), Outcome::Uncertain);
         assert_eq!(
             outcome(Some(504), b"upstream request timeout"),

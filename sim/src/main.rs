@@ -14,12 +14,12 @@ mod ruby;
 mod seed;
 mod server;
 mod shaped;
-mod worker;
 mod sim_api;
 mod status;
 mod store;
 mod transactor;
 mod usage;
+mod worker;
 
 use std::io::Write;
 use std::net::SocketAddr;

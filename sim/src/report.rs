@@ -88,7 +88,9 @@ pub fn report(
     if !batch.is_empty() {
         let now = store.clock.now();
         if store.worker.is_async() {
-            store.worker.queue(service_id, batch, extensions.flat_usage, now);
+            store
+                .worker
+                .queue(service_id, batch, extensions.flat_usage, now);
         } else {
             apply(store, &service_id, &batch, extensions.flat_usage, now);
         }
@@ -112,14 +114,26 @@ fn apply(store: &mut Store, service_id: &str, batch: &[Hash], flat_usage: bool, 
 /// Runs the worker's due jobs (asynchronous mode).
 pub fn run_due_jobs(store: &mut Store) {
     for job in store.worker.due() {
-        apply(store, &job.service_id, &job.batch, job.flat_usage, job.accepted_at);
+        apply(
+            store,
+            &job.service_id,
+            &job.batch,
+            job.flat_usage,
+            job.accepted_at,
+        );
     }
 }
 
 /// Back to synchronous mode: whatever waits is applied now.
 pub fn drain_jobs(store: &mut Store) {
     for job in store.worker.reset() {
-        apply(store, &job.service_id, &job.batch, job.flat_usage, job.accepted_at);
+        apply(
+            store,
+            &job.service_id,
+            &job.batch,
+            job.flat_usage,
+            job.accepted_at,
+        );
     }
 }
 

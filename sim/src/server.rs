@@ -205,7 +205,11 @@ async fn serve_connection(
     let served = Arc::new(AtomicU64::new(0));
     let service = service_fn(move |request| {
         let before = served.fetch_add(1, Ordering::Relaxed);
-        handle(Arc::clone(&service_app), request, Connection { id, peer, before })
+        handle(
+            Arc::clone(&service_app),
+            request,
+            Connection { id, peer, before },
+        )
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -243,7 +247,11 @@ async fn handle(
     request: Request<Incoming>,
     connection: Connection,
 ) -> Result<Response<ShapedBody>, Closed> {
-    let Connection { id: conn_id, peer, before } = connection;
+    let Connection {
+        id: conn_id,
+        peer,
+        before,
+    } = connection;
     let started = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
@@ -315,7 +323,11 @@ async fn public_call(
         .map(Duration::from_millis);
     let result = match fault {
         // A server closing a kept-alive connection as the next request arrives: never read, no work.
-        Some(fault) if fault.close_kept_alive_after.is_some_and(|n| served_before >= n) => {
+        Some(fault)
+            if fault
+                .close_kept_alive_after
+                .is_some_and(|n| served_before >= n) =>
+        {
             Err(Closed)
         }
         Some(fault) if fault.skips_work() => {

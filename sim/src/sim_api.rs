@@ -197,7 +197,10 @@ fn set_worker(store: &mut Store, body: &[u8]) -> Reply {
         Err(reply) => return reply,
     };
     let known = ["delay_ms", "paused"];
-    if let Some(field) = value.as_object().and_then(|o| o.keys().find(|k| !known.contains(&k.as_str()))) {
+    if let Some(field) = value
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !known.contains(&k.as_str())))
+    {
         return bad_request(&format!("unknown field {field}: use delay_ms and paused"));
     }
     if let Some(delay) = value.get("delay_ms") {

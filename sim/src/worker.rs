@@ -36,9 +36,21 @@ impl Worker {
         self.paused || !self.delay.is_zero()
     }
 
-    pub fn queue(&mut self, service_id: String, batch: Vec<Hash>, flat_usage: bool, at: clock::Instant) {
+    pub fn queue(
+        &mut self,
+        service_id: String,
+        batch: Vec<Hash>,
+        flat_usage: bool,
+        at: clock::Instant,
+    ) {
         let due = Instant::now() + self.delay;
-        self.queue.push_back(Job { service_id, batch, flat_usage, accepted_at: at, due });
+        self.queue.push_back(Job {
+            service_id,
+            batch,
+            flat_usage,
+            accepted_at: at,
+            due,
+        });
     }
 
     /// The jobs due now, in order (none while paused).

@@ -353,7 +353,10 @@ fn a_paused_or_lagging_worker_applies_accepted_reports_later() {
         assert_eq!(sim.json("GET", "/_sim/worker", "").1["queued"], 1);
         sim.json("PUT", "/_sim/worker", r#"{"paused":false,"delay_ms":300}"#);
         assert_eq!(used(&sim, f), 1, "applied on resume (it was due)");
-        assert_eq!(sim.post_form("/transactions.xml", &report_body(f)).status, 202);
+        assert_eq!(
+            sim.post_form("/transactions.xml", &report_body(f)).status,
+            202
+        );
         assert_eq!(used(&sim, f), 1, "lagging 300 ms");
         std::thread::sleep(Duration::from_millis(400));
         assert_eq!(used(&sim, f), 2, "applied once due");
@@ -368,7 +371,9 @@ fn kept_alive_connections_can_be_closed_as_the_next_request_arrives() {
         let sim = f.start();
         set_fault(&sim, r#"{"endpoint":"*","close_kept_alive_after":1}"#);
         let mut stream = TcpStream::connect(&sim.addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let target = authrep(f);
         write!(stream, "GET {target} HTTP/1.1\r\nHost: sim\r\n\r\n").unwrap();
         let mut first = vec![0u8; 65536];
@@ -398,7 +403,10 @@ fn a_graceful_restart_answers_what_is_in_progress_then_refuses_for_a_while() {
         let (status, body) = sim.json("POST", "/_sim/faults/restart", r#"{"for_ms":800}"#);
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["status"], "restarting");
-        let answered = slow.join().unwrap().expect("the request in progress is answered");
+        let answered = slow
+            .join()
+            .unwrap()
+            .expect("the request in progress is answered");
         assert_eq!(answered.status, 200);
         assert!(TcpStream::connect(&sim.addr).is_err(), "refusing");
         std::thread::sleep(Duration::from_millis(1000));

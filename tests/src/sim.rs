@@ -205,6 +205,19 @@ impl Sim {
         self.expect_success("POST /_sim/faults/refuse", &request);
     }
 
+    /// A graceful restart of the simulator's listener: answers in progress are sent, idle connections closed,
+    /// connections refused for `ms`.
+    pub fn restart_for(&self, ms: u64) {
+        let request = Request::post("/_sim/faults/restart").json(&json!({ "for_ms": ms }));
+        self.expect_success("POST /_sim/faults/restart", &request);
+    }
+
+    /// apisonator's background worker: `{"delay_ms": N}` (lagging) and/or `{"paused": bool}`.
+    pub fn worker(&self, settings: Value) {
+        let request = Request::put("/_sim/worker").json(&settings);
+        self.expect_success("PUT /_sim/worker", &request);
+    }
+
     /// The simulator's clock (`GET /_sim/clock`: `now`, `epoch`, `frozen`).
     pub fn clock(&self) -> Value {
         self.get_json("/_sim/clock")

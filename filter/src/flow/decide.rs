@@ -122,6 +122,7 @@ impl Flow {
             purpose: Purpose::Authrep,
             asked_at_ms: 0,
             asked_usage: None,
+            asked_again: false,
         };
         match service.mode {
             Mode::Cache => self.authorize_cached(host, decided),
@@ -183,12 +184,22 @@ impl Flow {
     pub(super) fn conclude(
         &mut self,
         host: &impl Host,
-        decided: Decided,
+        mut decided: Decided,
         response: &CalloutResponse,
     ) -> Action {
         let backend_response = response.backend_response(unix_now(host));
         let service_id = decided.info.service.id.clone();
         let verdict = classify(&backend_response, &decided.usage);
+        // The server closed the kept-alive connection as the call arrived: it never reached 3scale.
+        // Asked once more (on another connection) rather than let the failure policy decide.
+        if matches!(verdict, Verdict::Unavailable { .. })
+            && !decided.asked_again
+            && crate::report::never_reached(response.status, &response.body)
+        {
+            decided.asked_again = true;
+            let purpose = std::mem::replace(&mut decided.purpose, Purpose::Authrep);
+            return self.ask(host, decided, purpose);
+        }
         if let Purpose::Fill { key } = &decided.purpose {
             let key = key.clone();
             return self.conclude_fill(host, decided, &key, verdict);

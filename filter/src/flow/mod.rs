@@ -78,6 +78,8 @@ struct Decided {
     asked_at_ms: u64,
     /// What 3scale is asked to authorize when it is not `usage`: the application's held usage.
     asked_usage: Option<Usage>,
+    /// Asked a second time: the first call never reached 3scale (a kept-alive connection closed).
+    asked_again: bool,
 }
 
 /// What the response phase still needs to know about an allowed request.

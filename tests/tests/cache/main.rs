@@ -7,6 +7,7 @@
 //! the 30 s outage sets the pace.
 
 mod accounting;
+mod backend_restart;
 mod faults;
 mod limits;
 mod misbehaving;

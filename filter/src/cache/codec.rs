@@ -19,6 +19,7 @@
 //!           · max · current · used]
 //! pending: [code · metric index · delta]
 //! awaiting (after the batches): [code · metric index · delta], then awaiting_at_ms
+//! accepted (only when there is some): [code · metric index · delta], then accepted_at_ms
 //! batches: [id · sent_at_ms · [code · metric index · delta]]
 //! ```
 
@@ -76,6 +77,11 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
     }
     write_tallies(&mut out, &names, &entry.unreported.awaiting);
     put_varint(&mut out, entry.unreported.awaiting_at_ms);
+    // Only when there is some: an entry without accepted usage keeps the layout earlier modules read.
+    if !entry.unreported.accepted.is_empty() {
+        write_tallies(&mut out, &names, &entry.unreported.accepted);
+        put_varint(&mut out, entry.unreported.accepted_at_ms);
+    }
     out
 }
 
@@ -126,6 +132,11 @@ pub fn decode(bytes: &[u8]) -> Option<Entry> {
     let batches = read_batches(&mut input, &names)?;
     let awaiting = read_tallies(&mut input, &names)?;
     let awaiting_at_ms = input.varint()?;
+    let (accepted, accepted_at_ms) = if input.bytes.is_empty() {
+        (Vec::new(), 0)
+    } else {
+        (read_tallies(&mut input, &names)?, input.varint()?)
+    };
     if !input.bytes.is_empty() {
         return None;
     }
@@ -144,6 +155,8 @@ pub fn decode(bytes: &[u8]) -> Option<Entry> {
             batches,
             awaiting,
             awaiting_at_ms,
+            accepted,
+            accepted_at_ms,
         },
     })
 }

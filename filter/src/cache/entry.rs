@@ -14,7 +14,7 @@ use crate::verdict::Verdict;
 
 use super::codec;
 use super::period::roll;
-use super::unreported::{Batch, REQUESTS, Tally, Transactions, Unreported};
+use super::unreported::{ACCEPTED_KEPT_MS, Batch, REQUESTS, Tally, Transactions, Unreported};
 
 /// Longest key an entry accepts (bytes): credentials are at most 512 bytes each.
 pub const MAX_KEY_BYTES: usize = 2048;
@@ -171,6 +171,7 @@ impl Entry {
         {
             return false;
         }
+        self.settle_accepted(&reports, now_ms);
         self.refreshed_at_ms = if answer == Answer::Unknown { 0 } else { now_ms };
         self.answer = answer;
         self.plan = plan;
@@ -181,6 +182,45 @@ impl Entry {
         self.unreported.expire_awaiting(now_ms);
         self.charge_unreported();
         true
+    }
+
+    /// Whether 3scale's new values (`fresh`, before any local usage) show the usage it accepted
+    /// applied: for every limit it lands on whose period did not change since the last answer, the
+    /// value grew by at least that usage. Then (or after [`ACCEPTED_KEPT_MS`]) it stops counting;
+    /// until then a refresh does not forget usage apisonator's worker has not applied yet. Another
+    /// gateway's usage can make the growth look sufficient early: then this entry counts less, as
+    /// any gateway that shares an application does between refreshes.
+    fn settle_accepted(&mut self, fresh: &[UsageReport], now_ms: u64) {
+        let accepted = self.unreported.accepted();
+        if accepted.is_empty() {
+            return;
+        }
+        let expired = now_ms.saturating_sub(self.unreported.accepted_at_ms) > ACCEPTED_KEPT_MS;
+        let mut comparable = false;
+        let mut shown = true;
+        for (old, used) in self.reports.iter().zip(&self.used) {
+            let landing: u64 = accepted
+                .iter()
+                .filter(|tally| lands_on(&self.hierarchy, &old.metric, &tally.metric))
+                .map(|tally| tally.delta)
+                .sum();
+            let Some(new) = fresh.iter().find(|new| {
+                new.metric == old.metric
+                    && new.period == old.period
+                    && new.period_end == old.period_end
+            }) else {
+                continue;
+            };
+            if landing == 0 {
+                continue;
+            }
+            comparable = true;
+            let before = old.current_value.saturating_sub(*used);
+            shown &= new.current_value >= before.saturating_add(landing);
+        }
+        if expired || (comparable && shown) {
+            self.unreported.settle_accepted();
+        }
     }
 
     /// Rolls every limit whose period ended before `now_s` into the current period.
@@ -460,6 +500,11 @@ impl Entry {
 
     pub fn inflight(&self) -> &[Batch] {
         self.unreported.batches()
+    }
+
+    /// Usage 3scale accepted that no answer has shown applied yet.
+    pub fn accepted(&self) -> &[Tally] {
+        self.unreported.accepted()
     }
 
     pub fn pending_units(&self) -> u64 {

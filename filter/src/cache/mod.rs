@@ -59,5 +59,6 @@ pub use entry::{
 pub use key::{PROBES, cache_key, parse_key, slot};
 pub use period::period_end_after;
 pub use unreported::{
-    AWAITING_TIMEOUT_MS, Batch, MAX_BATCHES, MAX_CODES, REQUESTS, Tally, Transaction, Transactions,
+    ACCEPTED_KEPT_MS, AWAITING_TIMEOUT_MS, Batch, MAX_BATCHES, MAX_CODES, REQUESTS, Tally,
+    Transaction, Transactions,
 };

@@ -887,6 +887,7 @@ mod reporting {
                             entry
                                 .pending()
                                 .chain(entry.inflight().iter().flat_map(|b| b.tallies.iter()))
+                                .chain(entry.accepted().iter())
                                 .filter(|t| t.metric != REQUESTS)
                                 .filter(|t| {
                                     t.metric == on || (on == "hits" && t.metric != "unlimited")
@@ -1133,4 +1134,74 @@ fn cache_hit_cost() {
         "decode + admit + record_code + encode: {per_hit:?} per hit, {} bytes",
         bytes.len()
     );
+}
+
+mod accepted_usage {
+    use super::*;
+
+    /// The authorized answer with `current` on every limit.
+    fn answer_with(current: u64) -> AuthStatus {
+        status(&AUTHORIZED.replace(
+            "<current_value>0</current_value>",
+            &format!("<current_value>{current}</current_value>"),
+        ))
+    }
+
+    fn hits_used(entry: &Entry) -> u64 {
+        entry
+            .limits()
+            .find(|(report, _)| report.metric == "hits" && report.period == Period::Day)
+            .map(|(report, _)| report.current_value)
+            .unwrap()
+    }
+
+    /// An entry with 3 requests of `get_hello` reported and accepted (202).
+    fn reported_three() -> Entry {
+        let mut entry = authorized();
+        for _ in 0..3 {
+            entry.admit_unchecked(&usage(&[("get_hello", 1)]), NOW);
+        }
+        entry.take_pending(1, NOW_MS);
+        entry.ack(1);
+        entry
+    }
+
+    #[test]
+    fn a_refresh_that_does_not_show_accepted_usage_keeps_counting_it() {
+        let mut entry = reported_three();
+        assert_eq!(hits_used(&entry), 3);
+        // apisonator's worker has not applied the report yet: its counters still say 0.
+        entry.refresh(Answer::Authorized, Some(&answer_with(0)), NOW_MS + 5_000);
+        assert_eq!(hits_used(&entry), 3, "still counted");
+        assert_eq!(Entry::decode(&entry.encode()).as_ref(), Some(&entry));
+        // Now it has: the answer shows it, and it is not counted twice.
+        entry.refresh(Answer::Authorized, Some(&answer_with(3)), NOW_MS + 10_000);
+        assert_eq!(hits_used(&entry), 3);
+        assert!(entry.accepted().is_empty());
+    }
+
+    #[test]
+    fn accepted_usage_is_counted_for_a_bounded_time_at_most() {
+        let mut entry = reported_three();
+        entry.refresh(
+            Answer::Authorized,
+            Some(&answer_with(0)),
+            NOW_MS + ACCEPTED_KEPT_MS + 1,
+        );
+        assert_eq!(hits_used(&entry), 0, "let go after {ACCEPTED_KEPT_MS} ms");
+    }
+
+    #[test]
+    fn entries_without_accepted_usage_keep_the_earlier_layout() {
+        let mut entry = reported_three();
+        entry.refresh(Answer::Authorized, Some(&answer_with(3)), NOW_MS + 1_000);
+        let bytes = entry.encode();
+        let mut with = reported_three();
+        with.refresh(Answer::Authorized, Some(&answer_with(0)), NOW_MS + 1_000);
+        assert!(
+            with.encode().len() > bytes.len(),
+            "the accepted section only when needed"
+        );
+        assert_eq!(Entry::decode(&bytes), Some(entry));
+    }
 }

@@ -59,7 +59,17 @@ pub struct Unreported {
     pub(super) awaiting: Vec<Tally>,
     /// When usage last started awaiting its code.
     pub(super) awaiting_at_ms: u64,
+    /// Usage 3scale accepted (202) that its answers have not been seen to include yet: apisonator
+    /// applies reports later, in its worker. Counted on the limits until a refresh shows it applied
+    /// (see `Entry::refresh`), for [`ACCEPTED_KEPT_MS`] at most. Per metric, `code` 0.
+    pub(super) accepted: Vec<Tally>,
+    /// When the newest accepted batch was sent.
+    pub(super) accepted_at_ms: u64,
 }
+
+/// How long accepted usage is counted at most while no answer shows it applied (an answer cannot
+/// show it when every limit it lands on started a new period since).
+pub const ACCEPTED_KEPT_MS: u64 = 60_000;
 
 /// How long usage may await its response code before it is taken for the usage of requests that
 /// died with their VM (no request lasts this long through a gateway).
@@ -181,9 +191,38 @@ impl Unreported {
         Some(self.batches.remove(index))
     }
 
-    /// 3scale accepted batch `id`: its usage is now in 3scale's counters. Returns its units.
+    /// 3scale accepted batch `id`: its usage will be in 3scale's counters once applied, and is
+    /// counted as accepted until then. Returns its units.
     pub fn ack(&mut self, id: u64) -> u64 {
-        self.remove(id).map_or(0, |batch| units(&batch.tallies))
+        let Some(batch) = self.remove(id) else {
+            return 0;
+        };
+        for tally in batch
+            .tallies
+            .iter()
+            .filter(|t| t.metric != REQUESTS && t.delta > 0)
+        {
+            self.accepted_at_ms = self.accepted_at_ms.max(batch.sent_at_ms);
+            match self.accepted.iter_mut().find(|a| a.metric == tally.metric) {
+                Some(accepted) => accepted.delta = accepted.delta.saturating_add(tally.delta),
+                None => self.accepted.push(Tally {
+                    code: 0,
+                    metric: tally.metric.clone(),
+                    delta: tally.delta,
+                }),
+            }
+        }
+        units(&batch.tallies)
+    }
+
+    /// An answer showed the accepted usage applied, or it was kept long enough: it stops counting.
+    pub fn settle_accepted(&mut self) {
+        self.accepted.clear();
+        self.accepted_at_ms = 0;
+    }
+
+    pub fn accepted(&self) -> &[Tally] {
+        &self.accepted
     }
 
     /// Batch `id` never reached 3scale: its usage is pending again. Returns its units.
@@ -266,9 +305,12 @@ impl Unreported {
         });
     }
 
-    /// Everything the limits must count beyond 3scale's values: unacknowledged and in progress.
+    /// Everything the limits must count beyond 3scale's values: unacknowledged, in progress, and
+    /// accepted but not yet seen applied.
     pub fn counted(&self) -> impl Iterator<Item = &Tally> {
-        self.tallies().chain(self.awaiting.iter())
+        self.tallies()
+            .chain(self.awaiting.iter())
+            .chain(self.accepted.iter())
     }
 
     /// Every tally not yet acknowledged: pending, then in flight.

@@ -489,3 +489,72 @@ fn per_request_mode_with_codes_holds_a_limit_for_bursts() {
     );
     cases.finish();
 }
+
+#[test]
+fn a_refresh_does_not_forget_usage_accepted_but_not_yet_applied() {
+    let mut service = cache_service();
+    service["plans"]["routes"]["Five"] = json!({ "cluster": "production" });
+    let config = filter_config(
+        json!({ "ttl_seconds": 1, "report_interval_ms": 200 }),
+        2000,
+        vec![service],
+    );
+    let stack = start(config, 1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    stack.sim.freeze_clock(json!(now - now % 60 + 5));
+    five_a_minute(&stack.sim, "five-lag");
+    // apisonator's worker stopped: reports are accepted (202) and not applied.
+    stack.sim.worker(json!({ "paused": true }));
+    let send = || {
+        stack
+            .send(&request(
+                CACHE_HOST,
+                Route::Items,
+                "five-lag",
+                "five-key",
+                200,
+            ))
+            .status
+    };
+    let first: Vec<u16> = (0..3).map(|_| send()).collect();
+    // Past the ttl, the three reported and accepted; the next request refreshes the entry, whose
+    // counters (still 0) do not include them.
+    wait_for("the first report accepted", Duration::from_secs(5), || {
+        (stat(&stack.envoy, "reports.sent") >= 3)
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", tollgate_stats(&stack.envoy)))
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut then = vec![send()];
+    wait_for("the refresh", Duration::from_secs(5), || {
+        (stat(&stack.envoy, "cache.refreshes") >= 1)
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", tollgate_stats(&stack.envoy)))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    then.extend((0..4).map(|_| send()));
+    let admitted = first.iter().chain(&then).filter(|s| **s == 200).count();
+    stack.sim.worker(json!({ "paused": false }));
+    let mut cases = Cases::new("a refresh while apisonator's worker is stopped");
+    cases.case("no more than the limit was admitted", || {
+        assert_eq!(first, [200, 200, 200]);
+        assert_eq!(admitted, 5, "then {then:?}");
+    });
+    cases.case(
+        "once the worker runs, 3scale counts every admitted request",
+        || {
+            wait_for("the usage", Duration::from_secs(10), || {
+                let hits = stack.sim.usage("svc-cache", "five-lag")["metrics"]["hits"]["minute"]
+                    .as_u64()
+                    .unwrap_or(0);
+                (hits == admitted as u64)
+                    .then_some(())
+                    .ok_or_else(|| format!("{hits} hits, {admitted} admitted"))
+            });
+        },
+    );
+    cases.finish();
+}

@@ -1317,10 +1317,13 @@ fn a_bad_configuration_is_refused_at_load_with_its_path() {
     );
 }
 
+/// A change to the filter configuration.
+type Change = fn(&mut Value);
+
 #[test]
 fn settings_that_cannot_do_what_was_meant_are_refused_at_load() {
     let mut cases = Cases::new("refused settings");
-    let changes: [(&str, fn(&mut Value)); 7] = [
+    let changes: [(&str, Change); 7] = [
         ("headers.cluster", |c| {
             c["headers"] = json!({ "cluster": "host" })
         }),

@@ -201,7 +201,7 @@ fn set_worker(store: &mut Store, body: &[u8]) -> Reply {
         .as_object()
         .and_then(|o| o.keys().find(|k| !known.contains(&k.as_str())))
     {
-        return bad_request(&format!("unknown field {field}: use delay_ms and paused"));
+        return bad_request(format!("unknown field {field}: use delay_ms and paused"));
     }
     if let Some(delay) = value.get("delay_ms") {
         let Some(ms) = delay.as_u64() else {

@@ -12,6 +12,7 @@ mod public;
 mod report;
 mod ruby;
 mod seed;
+mod seed_into;
 mod server;
 mod shaped;
 mod sim_api;
@@ -27,7 +28,7 @@ use std::process::ExitCode;
 
 use tokio::sync::watch;
 
-const USAGE: &str = "usage: tollgate-sim --listen ADDR:PORT [--seed FILE] [--log-level error|warn|info|debug] [--threads N]";
+const USAGE: &str = "usage: tollgate-sim --listen ADDR:PORT [--seed FILE] [--log-level error|warn|info|debug] [--threads N]\n       tollgate-sim seed --into URL FILE";
 
 /// Command-line options.
 #[derive(Debug, PartialEq, Eq)]
@@ -87,8 +88,37 @@ fn parse_args(args: &[String], rust_log: Option<&str>) -> Result<Options, String
     })
 }
 
+/// `tollgate-sim seed --into URL FILE`: the seed into another backend, through its internal API.
+fn seed_command(args: &[String]) -> ExitCode {
+    let [into, url, file] = args else {
+        eprintln!("usage: tollgate-sim seed --into URL FILE");
+        return ExitCode::from(2);
+    };
+    if into != "--into" {
+        eprintln!("usage: tollgate-sim seed --into URL FILE");
+        return ExitCode::from(2);
+    }
+    let loaded = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {file}: {e}"))
+        .and_then(|t| seed::parse(&t))
+        .and_then(|s| seed_into::seed_into(url, &s));
+    match loaded {
+        Ok(calls) => {
+            println!("tollgate-sim: {file} loaded into {url} ({calls} internal API calls)");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("tollgate-sim: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("seed") {
+        return seed_command(args.get(1..).unwrap_or_default());
+    }
     let options = match parse_args(&args, std::env::var("RUST_LOG").ok().as_deref()) {
         Ok(o) => o,
         Err(message) => {

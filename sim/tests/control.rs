@@ -367,3 +367,35 @@ fn clock_endpoint() {
     assert_eq!(clock["frozen"], false);
     assert!(clock["epoch"].as_i64().unwrap() > 1_700_000_000);
 }
+
+#[test]
+fn seed_into_loads_a_seed_through_the_internal_api() {
+    for seed in ["demo.json", "reference.json", "other.json"] {
+        let seeded = Sim::start(Some(seed));
+        let empty = Sim::start(None);
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate-sim"))
+            .args(["seed", "--into", &format!("http://{}", empty.addr), &seed_path(seed)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("internal API calls"));
+        // Both answer every service's applications alike: the internal API built the same backend.
+        let text = std::fs::read_to_string(seed_path(seed)).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for service in parsed["services"].as_array().unwrap() {
+            let sid = service["id"].as_str().unwrap();
+            for app in service["applications"].as_array().unwrap() {
+                let id = app["id"].as_str().unwrap();
+                let path = format!("/internal/services/{sid}/applications/{id}/utilization/");
+                assert_eq!(empty.get(&path).text(), seeded.get(&path).text(), "{seed} {sid} {id}");
+                let path = format!("/internal/services/{sid}/applications/{id}/keys/");
+                assert_eq!(empty.get(&path).text(), seeded.get(&path).text(), "{seed} {sid} {id}");
+            }
+        }
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_tollgate-sim"))
+        .args(["seed", "--into", "https://example.invalid", "x.json"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+}

@@ -18,6 +18,7 @@ pub mod host;
 pub mod mapping;
 pub mod mask;
 pub mod pairs;
+pub mod portal;
 pub mod ratelimit;
 pub mod reply;
 pub mod report;

@@ -32,6 +32,18 @@ pub fn define_metrics() {
     HISTOGRAMS.with(|histograms| *histograms.borrow_mut() = ids);
 }
 
+/// What the configuration asks for and Tollgate does not do: one warning per service, and a gauge.
+pub fn report_unsupported(warnings: &[String]) {
+    for warning in warnings {
+        log::warn!("tollgate: {warning}");
+    }
+    let gauge = hostcalls::define_metric(MetricType::Gauge, crate::portal::UNSUPPORTED_GAUGE);
+    if let Ok(gauge) = gauge {
+        let count = u64::try_from(warnings.len()).unwrap_or(u64::MAX);
+        logged("record gauge", hostcalls::record_metric(gauge, count));
+    }
+}
+
 pub struct ProxyHost;
 
 fn logged<T>(what: &str, result: Result<T, Status>) -> Option<T> {

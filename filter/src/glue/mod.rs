@@ -15,6 +15,7 @@ use crate::background::Background;
 use crate::config::Config;
 use crate::flow::Flow;
 use crate::host::{Action, Host};
+use crate::portal;
 use host::ProxyHost;
 
 proxy_wasm::main! {{
@@ -48,9 +49,10 @@ impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         follow_envoy_log_level();
         let json = self.get_plugin_configuration().unwrap_or_default();
-        match Config::load(&json, &|name| std::env::var(name).ok()) {
-            Ok(config) => {
+        match portal::load(&json, &|name| std::env::var(name).ok()) {
+            Ok(portal::Loaded { config, warnings }) => {
                 host::define_metrics();
+                host::report_unsupported(&warnings);
                 store::register_queue(&format!("{}.dirty", config.cache.key_prefix));
                 let config = Rc::new(config);
                 let background = Background::new(Rc::clone(&config), vm_nonce(self.id));

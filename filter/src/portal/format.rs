@@ -3,6 +3,7 @@
 //!
 //! The rewrite applies APIcast's defaults where the portal leaves a field out, so a service behaves as
 //! APIcast would serve it: credentials in the query or body under `user_key` / `app_id` / `app_key`,
+//! header names as APIcast reads them (`auth_user_key: "user_key"` is the `User-Key` header),
 //! the four error replies with APIcast's messages, statuses and `text/plain` bodies (the message
 //! exactly, no newline). A denial APIcast has no reply for (`app_inactive`, `method_disabled`) gets the
 //! `auth_failed` reply, which is what APIcast answers for any refusal but limits.
@@ -45,7 +46,13 @@ pub struct Translated {
 }
 
 /// Rewrites the service `content` found at `at` (a JSON path, for errors).
-pub fn service(content: &Json, at: &str) -> Result<Translated, ConfigError> {
+/// `provider_key` is the account's key from an APIcast configuration file, for services that name
+/// no `backend_authentication_value` of their own.
+pub fn service(
+    content: &Json,
+    at: &str,
+    provider_key: Option<&str>,
+) -> Result<Translated, ConfigError> {
     let top = members(content, at)?;
     let id = match get(top, "id") {
         Some(Json::Number(Number::Unsigned(n))) => n.to_string(),
@@ -69,6 +76,9 @@ pub fn service(content: &Json, at: &str) -> Result<Translated, ConfigError> {
             _ => "service_token",
         };
         out.service.push((field.into(), Json::String(value)));
+    } else if let Some(key) = provider_key {
+        out.service
+            .push(("provider_key".into(), Json::String(key.to_string())));
     }
     let hosts = match get(proxy, "hosts") {
         None | Some(Json::Null) => Json::Array(vec![Json::String("localhost".into())]),
@@ -149,7 +159,7 @@ fn credentials(
         let (locations, names_key): (&[&str], &str) = match location.as_deref() {
             None | Some("query") => (&["query", "form"], "params"),
             Some("headers") => (&["header"], "headers"),
-            Some("authorization") => (&["basic"], ""),
+            Some("authorization") => (&["basic", "bearer"], ""),
             Some(_) => {
                 return Err(error(
                     at,
@@ -161,7 +171,10 @@ fn credentials(
         let locations = locations.iter().map(|l| Json::String((*l).into()));
         out.push(("locations".into(), Json::Array(locations.collect())));
         if !names_key.is_empty() {
-            out.push((names_key.into(), names(kind, proxy, at)?));
+            out.push((
+                names_key.into(),
+                names(kind, proxy, at, names_key == "headers")?,
+            ));
         }
     }
     let mut referrer = false;
@@ -169,7 +182,8 @@ fn credentials(
         let policy_at = format!("{at}.policy_chain[{index}]");
         let fields = members(policy, &policy_at)?;
         let name = string(fields, "name", &policy_at)?.unwrap_or_default();
-        match name.as_str() {
+        // APIcast also takes a policy by its module name (`apicast.policy.apicast`).
+        match name.strip_prefix("apicast.policy.").unwrap_or(&name) {
             "default_credentials" if kind != Kind::Oidc => {
                 out.push(("default".into(), default_credentials(fields, &policy_at)?));
             }
@@ -213,7 +227,12 @@ fn oidc_claim(
 }
 
 /// Parameter or header names, lower-cased as APIcast compares them; only those of the kind.
-fn names(kind: Kind, proxy: &[(String, Json)], at: &str) -> Result<Json, ConfigError> {
+fn names(
+    kind: Kind,
+    proxy: &[(String, Json)],
+    at: &str,
+    headers: bool,
+) -> Result<Json, ConfigError> {
     let fields: &[(&str, &str)] = match kind {
         Kind::UserKey => &[("auth_user_key", "user_key")],
         _ => &[("auth_app_id", "app_id"), ("auth_app_key", "app_key")],
@@ -221,7 +240,12 @@ fn names(kind: Kind, proxy: &[(String, Json)], at: &str) -> Result<Json, ConfigE
     let mut out = Vec::new();
     for (portal, tollgate) in fields {
         if let Some(name) = string(proxy, portal, at)?.filter(|n| !n.is_empty()) {
-            out.push(((*tollgate).into(), Json::String(name.to_ascii_lowercase())));
+            let mut name = name.to_ascii_lowercase();
+            if headers {
+                // APIcast reads headers through nginx variables, where `_` stands for `-`.
+                name = name.replace('_', "-");
+            }
+            out.push(((*tollgate).into(), Json::String(name)));
         }
     }
     Ok(Json::Object(out))

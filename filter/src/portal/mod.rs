@@ -126,8 +126,15 @@ fn layer(document: Json) -> Result<Layered, ConfigError> {
         Some(_) => return Err(at(format!("{SECTION}.strict"), "true or false")),
     };
     let mut translated = Vec::new();
+    let provider_key = match config {
+        Json::Object(members) => match format::get(members, "provider_key") {
+            Some(Json::String(key)) => Some(key.as_str()),
+            _ => None,
+        },
+        _ => None,
+    };
     for (content, path) in contents(config, &format!("{SECTION}.config"))? {
-        translated.push((format::service(content, &path)?, path));
+        translated.push((format::service(content, &path, provider_key)?, path));
     }
     let mut sources: Vec<Source> = translated
         .iter()

@@ -69,6 +69,7 @@ fn a_portal_export_loads_as_it_is() {
     assert_eq!(second.credentials.kind, Kind::AppId);
     assert_eq!(second.credentials.locations, [Location::Header]);
     assert_eq!(second.credentials.headers.app_id, "x-app-id");
+    assert_eq!(second.credentials.headers.app_key, "x-app-key");
     let no_match = second.replies.get(Category::NoMatch).unwrap();
     assert_eq!(
         (no_match.status, no_match.body(None)),

@@ -33,9 +33,21 @@ pub fn define_metrics() {
 }
 
 /// What the configuration asks for and Tollgate does not do: one warning per service, and a gauge.
-pub fn report_unsupported(warnings: &[String]) {
-    for warning in warnings {
-        log::warn!("tollgate: {warning}");
+/// Every VM of the Envoy loads the same configuration; shared data keeps the warnings to one VM.
+pub fn report_unsupported(warnings: &[String], key_prefix: &str) {
+    let key = format!("{key_prefix}.config.warned");
+    let text = warnings.join("\n");
+    let seen = hostcalls::get_shared_data(&key)
+        .ok()
+        .and_then(|(value, _)| value);
+    if seen.as_deref() != Some(text.as_bytes()) {
+        logged(
+            "set shared data",
+            hostcalls::set_shared_data(&key, Some(text.as_bytes()), None),
+        );
+        for warning in warnings {
+            log::warn!("tollgate: {warning}");
+        }
     }
     let gauge = hostcalls::define_metric(MetricType::Gauge, crate::portal::UNSUPPORTED_GAUGE);
     if let Ok(gauge) = gauge {

@@ -52,7 +52,7 @@ impl RootContext for Root {
         match portal::load(&json, &|name| std::env::var(name).ok()) {
             Ok(portal::Loaded { config, warnings }) => {
                 host::define_metrics();
-                host::report_unsupported(&warnings);
+                host::report_unsupported(&warnings, &config.cache.key_prefix);
                 store::register_queue(&format!("{}.dirty", config.cache.key_prefix));
                 let config = Rc::new(config);
                 let background = Background::new(Rc::clone(&config), vm_nonce(self.id));

@@ -115,7 +115,10 @@ fn validate(file: &str) -> ExitCode {
     match load(file) {
         Ok(loaded) => {
             warn(file, &loaded.warnings);
-            println!("valid: {} service(s)", loaded.config.services.len());
+            match &loaded.config {
+                Some(config) => println!("valid: {} service(s)", config.services.len()),
+                None => println!("valid: services from the admin portal"),
+            }
             ExitCode::SUCCESS
         }
         Err(failure) => failure.exit(file),
@@ -141,12 +144,12 @@ fn convert(file: &str) -> ExitCode {
 }
 
 fn compare(old: &str, new: &str) -> ExitCode {
-    let before = match load(old) {
-        Ok(loaded) => loaded.config,
+    let before = match load(old).and_then(|l| served(l, old)) {
+        Ok(config) => config,
         Err(failure) => return failure.exit(old),
     };
-    let after = match load(new) {
-        Ok(loaded) => loaded.config,
+    let after = match load(new).and_then(|l| served(l, new)) {
+        Ok(config) => config,
         Err(failure) => return failure.exit(new),
     };
     let changes = diff::changes(&before, &after);
@@ -157,4 +160,13 @@ fn compare(old: &str, new: &str) -> ExitCode {
         println!("{line}");
     }
     ExitCode::SUCCESS
+}
+
+/// The services a file serves by itself (a portal-only configuration has none to compare).
+fn served(loaded: Loaded, file: &str) -> Result<tollgate::config::Config, Failure> {
+    loaded.config.ok_or_else(|| {
+        Failure::Unreadable(format!(
+            "{file} has no services of its own (they come from the admin portal)"
+        ))
+    })
 }

@@ -11,14 +11,24 @@ mod common;
 use common::{run, write};
 use tollgate::args::Args;
 use tollgate::category::Category;
-use tollgate::config::Service;
+use tollgate::config::{Config, Service};
 use tollgate::credentials::{Kind, Location};
 use tollgate::portal::{self, Loaded};
 
-fn load(apicast: &str) -> Loaded {
+/// A configuration that compiled, with its warnings.
+struct Compiled {
+    config: Config,
+    warnings: Vec<String>,
+}
+
+fn load(apicast: &str) -> Compiled {
     let json =
         format!(r#"{{"backend": {{"cluster": "3scale"}}, "apicast": {{"config": {apicast}}}}}"#);
-    portal::load(json.as_bytes(), &|_| None).unwrap_or_else(|e| panic!("{e}"))
+    let loaded: Loaded = portal::load(json.as_bytes(), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    Compiled {
+        config: loaded.config.unwrap(),
+        warnings: loaded.warnings,
+    }
 }
 
 /// One service of APIcast's test shape: id 42, the service token APIcast's tests use.

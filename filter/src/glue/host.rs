@@ -56,6 +56,13 @@ pub fn report_unsupported(warnings: &[String], key_prefix: &str) {
     }
 }
 
+/// Sets a gauge, defining it on first use.
+pub fn set_gauge(name: &str, value: u64) {
+    if let Ok(gauge) = hostcalls::define_metric(MetricType::Gauge, name) {
+        logged("record gauge", hostcalls::record_metric(gauge, value));
+    }
+}
+
 pub struct ProxyHost;
 
 fn logged<T>(what: &str, result: Result<T, Status>) -> Option<T> {

@@ -16,12 +16,13 @@ use crate::config::Config;
 use crate::flow::Flow;
 use crate::host::{Action, Host};
 use crate::portal;
+use crate::portal::fetch::Fetcher;
 use host::ProxyHost;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
     proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
-        Box::new(Root { id, config: None, background: None })
+        Box::new(Root { id, config: None, background: None, portal: None })
     });
 }}
 
@@ -29,6 +30,8 @@ struct Root {
     id: u32,
     config: Option<Rc<Config>>,
     background: Option<Background>,
+    /// Set when the configuration follows the admin portal.
+    portal: Option<Fetcher>,
 }
 
 impl Context for Root {
@@ -39,6 +42,15 @@ impl Context for Root {
         body_size: usize,
         _trailers: usize,
     ) {
+        if let Some(fetcher) = &mut self.portal
+            && fetcher.on_response(&ProxyHost, token, body_size)
+        {
+            // Published now: the gauges say so before any VM switches.
+            for (id, version) in std::mem::take(&mut fetcher.changed) {
+                host::set_gauge(&format!("tollgate.portal.service.{id}.version"), version);
+            }
+            return;
+        }
         if let Some(background) = &mut self.background {
             background.on_response(&ProxyHost, token, body_size);
         }
@@ -49,24 +61,44 @@ impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         follow_envoy_log_level();
         let json = self.get_plugin_configuration().unwrap_or_default();
-        match portal::load(&json, &|name| std::env::var(name).ok()) {
-            Ok(portal::Loaded { config, warnings }) => {
+        match portal::load(&json, &env) {
+            Ok(portal::Loaded {
+                config,
+                warnings,
+                portal,
+            }) => {
                 host::define_metrics();
-                host::report_unsupported(&warnings, &config.cache.key_prefix);
-                store::register_queue(&format!("{}.dirty", config.cache.key_prefix));
-                let config = Rc::new(config);
-                let background = Background::new(Rc::clone(&config), vm_nonce(self.id));
-                let period = Duration::from_millis(background.tick_period_ms());
+                self.portal = None;
+                self.background = None;
+                self.config = None;
+                if let Some(config) = config {
+                    host::report_unsupported(&warnings, &config.cache.key_prefix);
+                    self.install(config);
+                }
+                if let Some((settings, base)) = portal {
+                    let prefix = key_prefix(self.config.as_deref(), &base);
+                    let nonce = vm_nonce(self.id);
+                    self.portal = Some(Fetcher::new(
+                        settings, base, &prefix, nonce, env, &ProxyHost,
+                    ));
+                    self.adopt_published();
+                }
+                let period = Duration::from_millis(
+                    self.background
+                        .as_ref()
+                        .map_or(200, Background::tick_period_ms),
+                );
                 if let Err(status) = proxy_wasm::hostcalls::set_tick_period(period) {
                     log::error!("tollgate: no tick ({status:?}): reports and refreshes cannot run");
                 }
-                log::info!(
-                    "tollgate: configured {} service(s) ({:?})",
-                    config.services.len(),
-                    config.role
-                );
-                self.background = Some(background);
-                self.config = Some(config);
+                match &self.config {
+                    Some(config) => log::info!(
+                        "tollgate: configured {} service(s) ({:?})",
+                        config.services.len(),
+                        config.role
+                    ),
+                    None => log::info!("tollgate: configured; services come from the admin portal"),
+                }
                 true
             }
             Err(error) => {
@@ -79,6 +111,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Request {
             flow: self.config.as_ref().map(|c| Flow::new(Rc::clone(c))),
+            waiting_for_portal: self.portal.is_some(),
         }))
     }
 
@@ -87,9 +120,63 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        if let Some(fetcher) = &mut self.portal {
+            fetcher.tick(&ProxyHost);
+            self.adopt_published();
+        }
         if let Some(background) = &mut self.background {
             background.tick(&ProxyHost);
         }
+    }
+}
+
+impl Root {
+    /// Serves `config` from now on; requests in flight keep the one they started with.
+    fn install(&mut self, config: Config) {
+        let config = Rc::new(config);
+        match &mut self.background {
+            Some(background) => background.set_config(Rc::clone(&config)),
+            None => {
+                store::register_queue(&format!("{}.dirty", config.cache.key_prefix));
+                self.background = Some(Background::new(Rc::clone(&config), vm_nonce(self.id)));
+            }
+        }
+        self.config = Some(config);
+    }
+
+    /// Switches to the configuration the portal's fetcher published, if there is a new one.
+    fn adopt_published(&mut self) {
+        let Some(fetcher) = &mut self.portal else {
+            return;
+        };
+        let Some(document) = fetcher.published(&ProxyHost) else {
+            return;
+        };
+        fetcher.adopt(&document);
+        match portal::load(&document, &env) {
+            Ok(portal::Loaded {
+                config: Some(config),
+                warnings,
+                ..
+            }) => {
+                host::report_unsupported(&warnings, &config.cache.key_prefix);
+                self.install(config);
+            }
+            Ok(_) => log::error!("tollgate: portal: the published configuration has no services"),
+            Err(error) => log::error!("tollgate: portal: the published configuration: {error}"),
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// The shared-data prefix: the loaded configuration's, or the default one of the document.
+fn key_prefix(config: Option<&Config>, base: &crate::config::json::Json) -> String {
+    match config {
+        Some(config) => config.cache.key_prefix.clone(),
+        None => portal::key_prefix(base),
     }
 }
 
@@ -110,6 +197,8 @@ fn follow_envoy_log_level() {
 
 struct Request {
     flow: Option<Flow>,
+    /// No configuration yet because the admin portal has not answered: `config_unavailable`.
+    waiting_for_portal: bool,
 }
 
 fn action(action: Action) -> ProxyAction {
@@ -141,6 +230,11 @@ impl HttpContext for Request {
         }
         match &mut self.flow {
             Some(flow) => action(flow.on_request_headers(&ProxyHost, end_of_stream)),
+            None if self.waiting_for_portal => {
+                let body = br#"{"error":{"code":"config_unavailable","message":"the configuration has not arrived from the 3scale admin portal yet","status":503}}"#;
+                ProxyHost.send_reply(503, &[("content-type", "application/json")], body);
+                ProxyAction::Pause
+            }
             None => {
                 ProxyHost.send_reply(500, &[], b"tollgate is not configured\n");
                 ProxyAction::Pause

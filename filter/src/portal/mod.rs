@@ -12,7 +12,9 @@
 //! Whatever a service asks for that Tollgate does not do is named in one warning per service; with
 //! `"strict": true` it refuses the configuration instead, so nobody runs with a policy silently gone.
 
+pub mod fetch;
 mod format;
+pub mod settings;
 #[cfg(test)]
 mod tests;
 
@@ -28,9 +30,12 @@ const SECTION_FIELDS: [&str; 3] = ["config", "strict", "settings"];
 /// A compiled configuration and what was left out of it.
 #[derive(Debug)]
 pub struct Loaded {
-    pub config: Config,
+    /// None while a `portal` section has no local services to start from.
+    pub config: Option<Config>,
     /// One line per service that asks for something Tollgate does not do.
     pub warnings: Vec<String>,
+    /// The `portal` section, and the document its services join.
+    pub portal: Option<(settings::PortalSettings, Json)>,
 }
 
 /// Tollgate's JSON with the portal's services written in: what [`load`] compiles.
@@ -47,16 +52,81 @@ pub fn load(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         // Not JSON: the compiler words the syntax error.
         let config = Config::load(json, env)?;
         return Ok(Loaded {
-            config,
+            config: Some(config),
             warnings: Vec::new(),
+            portal: None,
         });
     };
-    let layered = layer(document)?;
+    let (document, portal) = take_portal(document, env)?;
+    let starts_local = has_services(&document);
+    if portal.is_some() && !starts_local {
+        // Nothing to serve before the portal answers; the rest is checked now all the same.
+        Config::load_tree(with_probe(document.clone()), env)?;
+        return Ok(Loaded {
+            config: None,
+            warnings: Vec::new(),
+            portal: portal.map(|settings| (settings, document)),
+        });
+    }
+    let layered = layer(document.clone())?;
     let config = Config::load_tree(layered.document, env).map_err(|e| layered.sources.remap(e))?;
     Ok(Loaded {
-        config,
+        config: Some(config),
         warnings: layered.warnings,
+        portal: portal.map(|settings| (settings, document)),
     })
+}
+
+/// Removes and reads the `portal` section.
+fn take_portal(
+    document: Json,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Json, Option<settings::PortalSettings>), ConfigError> {
+    let Json::Object(mut top) = document else {
+        return Ok((document, None));
+    };
+    let Some(index) = top.iter().position(|(key, _)| key == "portal") else {
+        return Ok((Json::Object(top), None));
+    };
+    let (_, section) = top.remove(index);
+    let settings = settings::parse(&section, env)?;
+    Ok((Json::Object(top), Some(settings)))
+}
+
+/// Whether the document has services of its own (local ones, or an `apicast` section).
+fn has_services(document: &Json) -> bool {
+    let Json::Object(top) = document else {
+        return true;
+    };
+    let local = !matches!(format::get(top, "services"), None | Some(Json::Array(_)))
+        || matches!(format::get(top, "services"), Some(Json::Array(list)) if !list.is_empty());
+    local || format::get(top, SECTION).is_some()
+}
+
+/// The document with one stand-in service, to check every other section before the portal's
+/// services arrive. Never served.
+fn with_probe(document: Json) -> Json {
+    let Json::Object(mut top) = document else {
+        return document;
+    };
+    let text = |s: &str| Json::String(s.to_string());
+    let rule = Json::Object(vec![
+        ("method".into(), text("GET")),
+        ("pattern".into(), text("/")),
+        ("metric".into(), text("hits")),
+    ]);
+    let probe = Json::Object(vec![
+        ("id".into(), text("portal-probe")),
+        ("service_token".into(), text("probe")),
+        (
+            "credentials".into(),
+            Json::Object(vec![("kind".into(), text("user_key"))]),
+        ),
+        ("mapping_rules".into(), Json::Array(vec![rule])),
+    ]);
+    top.retain(|(key, _)| key != "services");
+    top.push(("services".into(), Json::Array(vec![probe])));
+    Json::Object(top)
 }
 
 /// The configuration as Tollgate's own JSON (for review), after checking that it compiles.
@@ -69,6 +139,7 @@ pub fn convert(
         path: ".".into(),
         reason: e.to_string(),
     })?;
+    let (document, _) = take_portal(document, env)?;
     let layered = layer(document)?;
     Ok(Converted {
         document: to_value(layered.document),
@@ -392,4 +463,11 @@ fn to_value(json: Json) -> serde_json::Value {
                 .collect(),
         ),
     }
+}
+
+/// The shared-data key prefix a document without services of its own configures.
+pub fn key_prefix(base: &Json) -> String {
+    Config::load_tree(with_probe(base.clone()), &|_| None)
+        .map(|config| config.cache.key_prefix)
+        .unwrap_or_else(|_| "tollgate.v1".to_string())
 }

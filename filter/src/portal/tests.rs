@@ -13,8 +13,18 @@ fn with_apicast(section: &str) -> String {
     format!(r#"{{"backend": {{"cluster": "3scale"}}, "apicast": {section}}}"#)
 }
 
-fn load_ok(json: &str) -> Loaded {
-    load(json.as_bytes(), &no_env).unwrap_or_else(|e| panic!("{e}"))
+/// A configuration that compiled, with its warnings.
+struct Compiled {
+    config: Config,
+    warnings: Vec<String>,
+}
+
+fn load_ok(json: &str) -> Compiled {
+    let loaded = load(json.as_bytes(), &no_env).unwrap_or_else(|e| panic!("{e}"));
+    Compiled {
+        config: loaded.config.unwrap(),
+        warnings: loaded.warnings,
+    }
 }
 
 fn load_err(json: &str) -> ConfigError {

@@ -117,7 +117,9 @@ struct World {
     envoy: Envoy,
     _backend: Sim,
     _upstream: Upstream,
-    _scratch: Scratch,
+    scratch: Scratch,
+    /// The listener's template variables but the filter configuration.
+    listener_vars: Vec<(&'static str, String)>,
 }
 
 fn filter_config(refresh_ms: u64) -> Value {
@@ -136,20 +138,23 @@ fn start(ids: &[u64], portal_port: u16, concurrency: u32, log_level: &str) -> Wo
     let backend_seed = scratch.write("backend.json", backend_seed(ids).to_string());
     let backend = Sim::start(&backend_seed);
     let upstream = Upstream::start("production");
+    let listener_vars = vec![
+        ("LISTEN_PORT", free_port().to_string()),
+        ("WASM_PATH", wasm_path().display().to_string()),
+    ];
+    write_listener(&scratch, &listener_vars, &filter_config(300));
     let template =
         std::fs::read_to_string(workspace_root().join("tests/e2e/portal.template.yaml")).unwrap();
     let yaml = render(
         &template,
         &[
             ("ADMIN_PORT", "0".into()),
-            ("LISTEN_PORT", "0".into()),
             ("SIM_PORT", backend.port.to_string()),
             ("PRODUCTION_PORT", upstream.port.to_string()),
             ("PORTAL_PORT", portal_port.to_string()),
-            ("WASM_PATH", wasm_path().display().to_string()),
             (
-                "FILTER_CONFIG",
-                yaml_string(&filter_config(300).to_string()),
+                "LDS_PATH",
+                scratch.path().join("lds.yaml").display().to_string(),
             ),
         ],
     );
@@ -166,11 +171,28 @@ fn start(ids: &[u64], portal_port: u16, concurrency: u32, log_level: &str) -> Wo
         envoy,
         _backend: backend,
         _upstream: upstream,
-        _scratch: scratch,
+        scratch,
+        listener_vars,
     }
 }
 
+/// Writes the listener (LDS) with `config` as the filter's configuration; replaced atomically, as
+/// Envoy's file watcher expects.
+fn write_listener(scratch: &Scratch, vars: &[(&str, String)], config: &Value) {
+    let path = workspace_root().join("tests/e2e/portal-listener.template.yaml");
+    let template = std::fs::read_to_string(path).unwrap();
+    let mut vars = vars.to_vec();
+    vars.push(("FILTER_CONFIG", yaml_string(&config.to_string())));
+    let written = scratch.write("lds.next.yaml", render(&template, &vars));
+    std::fs::rename(written, scratch.path().join("lds.yaml")).unwrap();
+}
+
 impl World {
+    /// A configuration update through Envoy: the filter's new configuration.
+    fn configure(&self, config: &Value) {
+        write_listener(&self.scratch, &self.listener_vars, config);
+    }
+
     /// GET on a new connection (so that both workers serve some).
     fn get(&self, id: u64, path: &str) -> Response {
         let request = Request::get(&format!("{path}?user_key=key-{id}"))
@@ -235,12 +257,10 @@ fn follows_the_portal_across_versions_workers_and_failures() {
     world.wait_status(16, "/v2", 200);
     world.all(20, 16, "/v2", 200);
     world.all(10, 16, "/v1", 404);
-    assert!(
-        world
-            .envoy
-            .log()
-            .contains("tollgate: service 16 production v1 -> v2")
-    );
+    world
+        .envoy
+        .wait_log("tollgate: service 16 production v1 -> v2", WAIT)
+        .expect("the change is logged");
 
     // An invalid version of 16 is rejected; 17 still updates.
     let mut invalid = content(16, "/v3");
@@ -249,7 +269,10 @@ fn follows_the_portal_across_versions_workers_and_failures() {
     assert_eq!(portal.publish(17, &content(17, "/new")), 2);
     world.wait_status(17, "/new", 200);
     world.all(10, 16, "/v2", 200);
-    let log = world.envoy.log();
+    let log = world
+        .envoy
+        .wait_log("service 16 production v3 rejected", WAIT)
+        .expect("the rejection is logged");
     assert_eq!(
         log.matches("service 16 production v3 rejected").count(),
         1,
@@ -326,4 +349,42 @@ fn pages_through_1200_services() {
     world.all(1, 1000, "/v1", 200);
     world.all(1, 1700, "/v1", 200);
     assert_eq!(world.stat("portal.service.2199.version"), 1);
+}
+
+#[test]
+fn a_pin_rolls_back_and_a_missing_version_keeps_the_current_one() {
+    let scratch = Scratch::new("portal-seed");
+    let mut seed = portal_seed(&[16]);
+    seed["portal"]["services"][0]["production"] = json!([content(16, "/v1"), content(16, "/v2")]);
+    let portal = Portal::start(free_port(), &seed_file(&scratch, &seed));
+    let world = start(&[16], portal.port, 2, "warn");
+    world.wait_status(16, "/v2", 200);
+
+    // Pin to the older version: a configuration update through Envoy rolls the service back.
+    let mut pinned = filter_config(300);
+    pinned["portal"]["versions"] = json!({"16": 1});
+    world.configure(&pinned);
+    world.wait_status(16, "/v1", 200);
+    world.all(10, 16, "/v2", 404);
+    world
+        .envoy
+        .wait_log("service 16 production v2 -> v1", WAIT)
+        .expect("the rollback is logged");
+
+    // A pin to a version the portal does not have: an error, and v1 keeps serving.
+    let rejections = world.stat("portal.rejections");
+    pinned["portal"]["versions"] = json!({"16": 9});
+    world.configure(&pinned);
+    world
+        .envoy
+        .wait_log("service 16 production has no version 9", WAIT)
+        .expect("the missing pin is logged");
+    assert!(world.stat("portal.rejections") > rejections);
+    world.all(10, 16, "/v1", 200);
+
+    // Back to latest.
+    pinned["portal"]["versions"] = json!({"16": "latest"});
+    world.configure(&pinned);
+    world.wait_status(16, "/v2", 200);
+    drop(portal);
 }

@@ -312,3 +312,87 @@ fn convert_writes_tollgate_json() {
     assert_eq!(services[0]["credentials"]["locations"][1], "form");
     assert!(converted.document.get("apicast").is_none());
 }
+
+fn with_portal(section: &str) -> String {
+    format!(r#"{{"backend": {{"cluster": "3scale"}}, "portal": {section}}}"#)
+}
+
+fn token_env(name: &str) -> Option<String> {
+    (name == "PORTAL_TOKEN").then(|| "secret".to_string())
+}
+
+#[test]
+fn a_portal_section_alone_waits_for_the_portal() {
+    let json = with_portal(
+        r#"{"cluster": "portal", "access_token": {"env": "PORTAL_TOKEN"}, "services": [16, "17"],
+            "versions": {"16": 3, "17": "latest"}, "environment": "staging", "refresh_interval_ms": 1000}"#,
+    );
+    let loaded = load(json.as_bytes(), &token_env).unwrap();
+    assert!(loaded.config.is_none());
+    let (settings, _) = loaded.portal.unwrap();
+    assert_eq!(settings.authority, "portal");
+    assert_eq!(settings.access_token, "secret");
+    assert_eq!(
+        settings.services,
+        Some(vec!["16".to_string(), "17".to_string()])
+    );
+    assert_eq!(settings.pins, [("16".to_string(), 3)]);
+    assert_eq!(settings.environment, "staging");
+    assert!(!settings.to_string().contains("secret"));
+}
+
+#[test]
+fn portal_section_errors_name_their_path() {
+    let cases = [
+        (r#"{"access_token": "t"}"#, "portal.cluster"),
+        (r#"{"cluster": "p"}"#, "portal.access_token"),
+        (
+            r#"{"cluster": "p", "access_token": {"env": "NOPE"}}"#,
+            "portal.access_token",
+        ),
+        (
+            r#"{"cluster": "p", "access_token": "t", "environment": "prod"}"#,
+            "portal.environment",
+        ),
+        (
+            r#"{"cluster": "p", "access_token": "t", "versions": {"16": 0}}"#,
+            "portal.versions.16",
+        ),
+        (
+            r#"{"cluster": "p", "access_token": "t", "services": []}"#,
+            "portal.services",
+        ),
+        (
+            r#"{"cluster": "p", "access_token": "t", "refresh_interval_ms": 5}"#,
+            "portal.refresh_interval_ms",
+        ),
+        (
+            r#"{"cluster": "p", "access_token": "t", "refresh": 5}"#,
+            "portal.refresh",
+        ),
+    ];
+    for (section, path) in cases {
+        let error = load(with_portal(section).as_bytes(), &token_env).unwrap_err();
+        assert_eq!(error.path, path, "{section}: {error}");
+    }
+    // The rest of the configuration is checked at load, before any service arrives.
+    let bad_backend =
+        r#"{"backend": {"cluster": ""}, "portal": {"cluster": "p", "access_token": "t"}}"#;
+    assert!(
+        load(bad_backend.as_bytes(), &no_env)
+            .unwrap_err()
+            .path
+            .starts_with("backend")
+    );
+}
+
+#[test]
+fn local_services_are_the_starting_point() {
+    let json = format!(
+        r#"{{"backend": {{"cluster": "3scale"}}, "apicast": {{"config": {EXPORT}}},
+           "portal": {{"cluster": "p", "access_token": "t"}}}}"#
+    );
+    let loaded = load(json.as_bytes(), &no_env).unwrap();
+    assert_eq!(loaded.config.unwrap().services.len(), 2);
+    assert!(loaded.portal.is_some());
+}

@@ -79,8 +79,7 @@ fn fetch_writes_an_export_recording_each_version() {
     let (code, stdout, stderr) = run_with_env(&["fetch", &portal.url, "-o", &out], &token);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stderr.contains("service 16 \"production\" v2")
-            || stderr.contains("service 16 production v2"),
+        stderr.contains("service 16 production v2\nservice 17 production v1"),
         "{stderr}"
     );
     assert_eq!(stdout, "valid: 2 service(s)\n");

@@ -47,6 +47,7 @@ pub fn load(json: &[u8], env: Env) -> Result<Config, ConfigError> {
 }
 
 /// Compiles a document another source built (the APIcast format, `crate::portal`).
+#[inline(never)]
 pub fn load_tree(document: super::json::Json, env: Env) -> Result<Config, ConfigError> {
     use super::json::{FromJson, Path};
     compile(RawConfig::from_json(document, &Path::Root)?, env)
@@ -62,6 +63,7 @@ fn parse(json: &[u8]) -> Result<RawConfig, ConfigError> {
     super::json::decode(json)
 }
 
+#[inline(never)]
 fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     let backend = backend(&raw)?;
     let headers = internal_headers(&raw)?;

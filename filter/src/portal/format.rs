@@ -19,17 +19,49 @@ use crate::config::json::{Json, Number};
 /// The policies of a `policy_chain` Tollgate carries out itself.
 const MAPPED_POLICIES: [&str; 3] = ["apicast", "default_credentials", "3scale_referrer"];
 
-/// APIcast's error settings: portal suffix, Tollgate category, message, status.
-const ERRORS: [(&str, &str, &str, u64); 4] = [
-    ("auth_failed", "auth_failed", "Authentication failed", 403),
+/// APIcast's error settings: the category, its message, status and content type fields, and the
+/// default message and status.
+type ErrorFields = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    u64,
+);
+const ERRORS: [ErrorFields; 4] = [
+    (
+        "auth_failed",
+        "error_auth_failed",
+        "error_status_auth_failed",
+        "error_headers_auth_failed",
+        "Authentication failed",
+        403,
+    ),
     (
         "auth_missing",
-        "auth_missing",
+        "error_auth_missing",
+        "error_status_auth_missing",
+        "error_headers_auth_missing",
         "Authentication parameters missing",
         401,
     ),
-    ("limits_exceeded", "limits_exceeded", "Limits exceeded", 429),
-    ("no_match", "no_match", "No Mapping Rule matched", 404),
+    (
+        "limits_exceeded",
+        "error_limits_exceeded",
+        "error_status_limits_exceeded",
+        "error_headers_limits_exceeded",
+        "Limits exceeded",
+        429,
+    ),
+    (
+        "no_match",
+        "error_no_match",
+        "error_status_no_match",
+        "error_headers_no_match",
+        "No Mapping Rule matched",
+        404,
+    ),
 ];
 
 const ERROR_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
@@ -348,16 +380,15 @@ fn query_conditions(rule: &[(String, Json)], at: &str) -> Result<String, ConfigE
 /// The four error replies, APIcast's default for every field the portal leaves out.
 fn errors(proxy: &[(String, Json)], at: &str) -> Result<Json, ConfigError> {
     let mut out = Vec::new();
-    for (suffix, category, message, status) in ERRORS {
-        let message =
-            string(proxy, &format!("error_{suffix}"), at)?.unwrap_or_else(|| message.to_string());
-        let status = match get(proxy, &format!("error_status_{suffix}")) {
+    for (category, message_field, status_field, type_field, message, status) in ERRORS {
+        let message = string(proxy, message_field, at)?.unwrap_or_else(|| message.to_string());
+        let status = match get(proxy, status_field) {
             None | Some(Json::Null) => status,
             Some(value) => text(value)
                 .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| error(at, &format!("error_status_{suffix}"), "an HTTP status"))?,
+                .ok_or_else(|| error(at, status_field, "an HTTP status"))?,
         };
-        let content_type = string(proxy, &format!("error_headers_{suffix}"), at)?
+        let content_type = string(proxy, type_field, at)?
             .filter(|c| !c.is_empty())
             .unwrap_or_else(|| ERROR_CONTENT_TYPE.to_string());
         let reply = Json::Object(vec![

@@ -68,13 +68,24 @@ pub fn load(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
             portal: portal.map(|settings| (settings, document)),
         });
     }
-    let layered = layer(document.clone())?;
-    let config = Config::load_tree(layered.document, env).map_err(|e| layered.sources.remap(e))?;
+    let (config, warnings) = compile_layered(document.clone(), env)?;
     Ok(Loaded {
         config: Some(config),
-        warnings: layered.warnings,
+        warnings,
         portal: portal.map(|settings| (settings, document)),
     })
+}
+
+/// Writes the `apicast` section's services in and compiles: the one way every document is compiled
+/// (a local configuration, a fetched version being checked, a publication).
+#[inline(never)]
+fn compile_layered(
+    document: Json,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Config, Vec<String>), ConfigError> {
+    let layered = layer(document)?;
+    let config = Config::load_tree(layered.document, env).map_err(|e| layered.sources.remap(e))?;
+    Ok((config, layered.warnings))
 }
 
 /// Removes and reads the `portal` section.
@@ -106,24 +117,12 @@ fn has_services(document: &Json) -> bool {
 /// The document with one stand-in service, to check every other section before the portal's
 /// services arrive. Never served.
 fn with_probe(document: Json) -> Json {
+    const PROBE: &str = r#"{"id": "portal-probe", "service_token": "probe", "credentials": {"kind": "user_key"},
+        "mapping_rules": [{"method": "GET", "pattern": "/", "metric": "hits"}]}"#;
     let Json::Object(mut top) = document else {
         return document;
     };
-    let text = |s: &str| Json::String(s.to_string());
-    let rule = Json::Object(vec![
-        ("method".into(), text("GET")),
-        ("pattern".into(), text("/")),
-        ("metric".into(), text("hits")),
-    ]);
-    let probe = Json::Object(vec![
-        ("id".into(), text("portal-probe")),
-        ("service_token".into(), text("probe")),
-        (
-            "credentials".into(),
-            Json::Object(vec![("kind".into(), text("user_key"))]),
-        ),
-        ("mapping_rules".into(), Json::Array(vec![rule])),
-    ]);
+    let probe = serde_json::from_slice::<Json>(PROBE.as_bytes()).unwrap_or(Json::Null);
     top.retain(|(key, _)| key != "services");
     top.push(("services".into(), Json::Array(vec![probe])));
     Json::Object(top)
@@ -404,10 +403,14 @@ fn portal_field(rest: &str) -> Option<String> {
         return Some(rest.to_string());
     }
     if let Some(rule) = rest.strip_prefix("mapping_rules") {
-        let rule = rule
-            .replace(".method", ".http_method")
-            .replace(".metric", ".metric_system_name");
-        return Some(format!("proxy.proxy_rules{rule}"));
+        let (index, field) = rule.split_once('.').unwrap_or((rule, ""));
+        let field = match field {
+            "method" => ".http_method",
+            "metric" => ".metric_system_name",
+            "" => "",
+            _ => rule.get(index.len()..).unwrap_or_default(),
+        };
+        return Some(format!("proxy.proxy_rules{index}{field}"));
     }
     if let Some(hosts) = rest.strip_prefix("match.hosts") {
         return Some(format!("proxy.hosts{hosts}"));

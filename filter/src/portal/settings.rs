@@ -41,22 +41,28 @@ pub struct PortalSettings {
     pub strict: bool,
 }
 
-impl std::fmt::Display for PortalSettings {
-    /// What identifies a fetch: every setting but the token (a secret).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {} {} {:?} {:?} {:?} {} {:?} {}",
+impl PortalSettings {
+    /// What identifies a fetch, as text: every setting but the token (a secret).
+    pub fn identity(&self) -> String {
+        let mut text = format!(
+            "{} {} {} {} {} {}",
             self.cluster,
             self.authority,
             self.environment,
-            self.services,
-            self.host,
-            self.pins,
+            self.host.as_deref().unwrap_or("*"),
             self.refresh_interval_ms,
-            self.settings,
             self.strict
-        )
+        );
+        for id in self.services.iter().flatten() {
+            text.push_str(&format!(" s{id}"));
+        }
+        for (id, version) in &self.pins {
+            text.push_str(&format!(" p{id}={version}"));
+        }
+        if let Some(settings) = &self.settings {
+            super::fetch::write(settings, &mut text);
+        }
+        text
     }
 }
 

@@ -338,7 +338,7 @@ fn a_portal_section_alone_waits_for_the_portal() {
     );
     assert_eq!(settings.pins, [("16".to_string(), 3)]);
     assert_eq!(settings.environment, "staging");
-    assert!(!settings.to_string().contains("secret"));
+    assert!(!settings.identity().contains("secret"));
 }
 
 #[test]

@@ -1,10 +1,8 @@
 //! The `portal` section: where the admin portal is and what to fetch from it.
 
 use crate::config::ConfigError;
-use crate::config::json::{FromJson, Json, Path};
+use crate::config::json::{FromJson, Json, Object, Path};
 use crate::config::secret::Secret;
-
-use super::format;
 
 const FIELDS: [&str; 11] = [
     "cluster",
@@ -66,70 +64,36 @@ impl PortalSettings {
     }
 }
 
+/// Any JSON value, read as it is (checked by [`parse`]).
+struct Any(Json);
+
+impl FromJson for Any {
+    fn from_json(value: Json, _: &Path<'_>) -> Result<Self, ConfigError> {
+        Ok(Any(value))
+    }
+}
+
 pub fn parse(
     section: &Json,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<PortalSettings, ConfigError> {
-    let members = format::members(section, "portal")?;
-    for (index, (key, _)) in members.iter().enumerate() {
-        if !FIELDS.contains(&key.as_str()) {
-            return Err(at(
-                key,
-                format!(
-                    "unknown field `{key}`, expected one of {}",
-                    FIELDS.join(", ")
-                ),
-            ));
-        }
-        if members
-            .iter()
-            .take(index)
-            .any(|(earlier, _)| earlier == key)
-        {
-            return Err(at(key, format!("duplicate field `{key}`")));
-        }
-    }
-    let text = |name: &str| -> Result<Option<String>, ConfigError> {
-        match format::get(members, name) {
-            None => Ok(None),
-            Some(Json::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-            Some(_) => Err(at(name, "a non-empty string".into())),
-        }
-    };
-    let number = |name: &str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
-        match format::get(members, name) {
-            None => Ok(default),
-            Some(value) => {
-                let path = Path::Key(&Path::Root, name);
-                let n = u64::from_json(value.clone(), &path).map_err(|e| at(name, e.reason))?;
-                if !(min..=max).contains(&n) {
-                    return Err(at(name, format!("from {min} to {max}")));
-                }
-                Ok(n)
-            }
-        }
-    };
-    let cluster = text("cluster")?.ok_or_else(|| {
-        at(
+    let root = Path::Key(&Path::Root, "portal");
+    let mut o = Object::new(section.clone(), &root, &FIELDS)?;
+    let cluster: String = o.required("cluster")?;
+    if cluster.is_empty() {
+        return Err(at(
             "cluster",
-            "required: the Envoy cluster of the admin portal".into(),
-        )
-    })?;
-    let authority = text("authority")?.unwrap_or_else(|| cluster.clone());
-    let token = format::get(members, "access_token").ok_or_else(|| {
-        at(
-            "access_token",
-            "required: an access token of the admin portal".into(),
-        )
-    })?;
-    let token_path = Path::Key(&Path::Root, "portal");
-    let access_token = Secret::from_json(token.clone(), &Path::Key(&token_path, "access_token"))
-        .and_then(|secret| secret.resolve(env).map_err(|why| at("access_token", why)))?;
-    let environment = text("environment")?.unwrap_or_else(|| "production".into());
+            "the Envoy cluster of the admin portal".into(),
+        ));
+    }
+    let authority: Option<String> = o.or_default("authority")?;
+    let token: Secret = o.required("access_token")?;
+    let access_token = token.resolve(env).map_err(|why| at("access_token", why))?;
+    let environment: String = o.or("environment", "production".to_string())?;
     if !["staging", "production"].contains(&environment.as_str()) {
         return Err(at("environment", "`staging` or `production`".into()));
     }
-    let services = match format::get(members, "services") {
+    let services = match o.or_default::<Option<Any>>("services")?.map(|a| a.0) {
         None => None,
         Some(Json::String(all)) if all == "all" => None,
         Some(Json::Array(ids)) if !ids.is_empty() => Some(
@@ -145,47 +109,52 @@ pub fn parse(
             ));
         }
     };
-    let pins = match format::get(members, "versions") {
-        None => Vec::new(),
-        Some(Json::Object(pins)) => pins
-            .iter()
-            .filter_map(|(id, version)| match version {
-                Json::String(latest) if latest == "latest" => None,
-                other => Some((id, other)),
-            })
-            .map(|(id, version)| {
-                let path = format!("versions.{id}");
-                let version = u64::from_json(version.clone(), &Path::Root)
-                    .ok()
-                    .filter(|v| *v > 0)
-                    .ok_or_else(|| at(&path, "`latest` or a version number".into()))?;
-                Ok((id.clone(), version))
-            })
-            .collect::<Result<_, ConfigError>>()?,
+    let mut pins = Vec::new();
+    match o.or_default::<Option<Any>>("versions")?.map(|a| a.0) {
+        None => {}
+        Some(Json::Object(versions)) => {
+            for (id, version) in versions {
+                match version {
+                    Json::String(latest) if latest == "latest" => {}
+                    Json::Number(crate::config::json::Number::Unsigned(v)) if v > 0 => {
+                        pins.push((id, v))
+                    }
+                    _ => {
+                        return Err(at(
+                            &format!("versions.{id}"),
+                            "`latest` or a version number".into(),
+                        ));
+                    }
+                }
+            }
+        }
         Some(_) => {
             return Err(at(
                 "versions",
                 "an object: service id → `latest` or a version".into(),
             ));
         }
-    };
-    let strict = match format::get(members, "strict") {
-        None => false,
-        Some(Json::Bool(strict)) => *strict,
-        Some(_) => return Err(at("strict", "true or false".into())),
-    };
+    }
+    let refresh_interval_ms: u64 = o.or("refresh_interval_ms", 30_000)?;
+    if !(200..=86_400_000).contains(&refresh_interval_ms) {
+        return Err(at("refresh_interval_ms", "from 200 to 86400000".into()));
+    }
+    let timeout_ms: u64 = o.or("timeout_ms", 5_000)?;
+    if !(10..=60_000).contains(&timeout_ms) {
+        return Err(at("timeout_ms", "from 10 to 60000".into()));
+    }
     Ok(PortalSettings {
+        authority: authority.unwrap_or_else(|| cluster.clone()),
         cluster,
-        authority,
         access_token,
         environment,
         services,
-        host: text("host")?,
+        host: o.or_default("host")?,
         pins,
-        refresh_interval_ms: number("refresh_interval_ms", 30_000, 200, 86_400_000)?,
-        timeout_ms: number("timeout_ms", 5_000, 10, 60_000)?,
-        settings: format::get(members, "settings").cloned(),
-        strict,
+        refresh_interval_ms,
+        timeout_ms,
+        settings: o.or_default::<Option<Any>>("settings")?.map(|a| a.0),
+        strict: o.or_default("strict")?,
     })
 }
 

@@ -344,8 +344,9 @@ fn a_portal_section_alone_waits_for_the_portal() {
 #[test]
 fn portal_section_errors_name_their_path() {
     let cases = [
-        (r#"{"access_token": "t"}"#, "portal.cluster"),
-        (r#"{"cluster": "p"}"#, "portal.access_token"),
+        // A missing field is named at its object, as everywhere in the configuration.
+        (r#"{"access_token": "t"}"#, "portal"),
+        (r#"{"cluster": "p"}"#, "portal"),
         (
             r#"{"cluster": "p", "access_token": {"env": "NOPE"}}"#,
             "portal.access_token",

@@ -215,6 +215,14 @@ impl World {
         );
     }
 
+    /// Waits until one worker serves the change, then gives every worker a few ticks (200 ms each)
+    /// to switch too: `n` requests on new connections then all answer `status`.
+    fn wait_everywhere(&self, n: usize, id: u64, path: &str, status: u16) {
+        self.wait_status(id, path, status);
+        std::thread::sleep(Duration::from_millis(1000));
+        self.all(n, id, path, status);
+    }
+
     /// Every one of `n` requests (new connections) answers `status`.
     fn all(&self, n: usize, id: u64, path: &str, status: u16) {
         for _ in 0..n {
@@ -247,15 +255,14 @@ fn follows_the_portal_across_versions_workers_and_failures() {
     let world = start(&[16, 17], portal.port, 2, "debug");
 
     // Boot from the portal.
-    world.wait_status(16, "/v1", 200);
+    world.wait_everywhere(10, 16, "/v1", 200);
     world.all(10, 17, "/v1", 200);
     assert_eq!(world.stat("portal.service.16.version"), 1);
 
     // A new version reaches every worker: the request that was no_match passes.
     assert_eq!(world.get(16, "/v2").status, 404);
     assert_eq!(portal.publish(16, &content(16, "/v2")), 2);
-    world.wait_status(16, "/v2", 200);
-    world.all(20, 16, "/v2", 200);
+    world.wait_everywhere(20, 16, "/v2", 200);
     world.all(10, 16, "/v1", 404);
     world
         .envoy
@@ -267,7 +274,7 @@ fn follows_the_portal_across_versions_workers_and_failures() {
     invalid["proxy"]["proxy_rules"][0]["pattern"] = json!("no-leading-slash");
     assert_eq!(portal.publish(16, &invalid), 3);
     assert_eq!(portal.publish(17, &content(17, "/new")), 2);
-    world.wait_status(17, "/new", 200);
+    world.wait_everywhere(10, 17, "/new", 200);
     world.all(10, 16, "/v2", 200);
     let log = world
         .envoy
@@ -364,7 +371,7 @@ fn a_pin_rolls_back_and_a_missing_version_keeps_the_current_one() {
     let mut pinned = filter_config(300);
     pinned["portal"]["versions"] = json!({"16": 1});
     world.configure(&pinned);
-    world.wait_status(16, "/v1", 200);
+    world.wait_everywhere(10, 16, "/v1", 200);
     world.all(10, 16, "/v2", 404);
     world
         .envoy

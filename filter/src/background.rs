@@ -141,6 +141,11 @@ impl Background {
         }
     }
 
+    /// A new configuration (the admin portal published one): reports in flight keep their services.
+    pub fn set_config(&mut self, config: Rc<Config>) {
+        self.config = config;
+    }
+
     /// How often the root context ticks: often enough for the size trigger and refreshes.
     pub fn tick_period_ms(&self) -> u64 {
         self.config.cache.report_interval_ms.min(200)

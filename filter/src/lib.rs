@@ -20,6 +20,7 @@ pub mod hostcalls;
 pub mod mapping;
 pub mod mask;
 pub mod pairs;
+pub mod portal;
 pub mod ratelimit;
 pub mod reply;
 pub mod report;

@@ -57,10 +57,15 @@ pub enum Stat {
     RetriedUnits,
     DroppedUnits,
     UncertainUnits,
+    /// The admin portal: fetch rounds started, rounds that failed, versions refused (invalid, or a
+    /// pin to a version that does not exist).
+    PortalFetches,
+    PortalErrors,
+    PortalRejections,
 }
 
 /// Every stat but the per-category denials, in index order after them.
-const COUNTERS: [(Stat, &str); 17] = [
+const COUNTERS: [(Stat, &str); 20] = [
     (Stat::Allowed, "allowed"),
     (Stat::Unmatched, "unmatched"),
     (Stat::BackendCalls, "backend.calls"),
@@ -78,6 +83,9 @@ const COUNTERS: [(Stat, &str); 17] = [
     (Stat::RetriedUnits, "reports.retried"),
     (Stat::DroppedUnits, "reports.dropped"),
     (Stat::UncertainUnits, "reports.uncertain"),
+    (Stat::PortalFetches, "portal.fetches"),
+    (Stat::PortalErrors, "portal.errors"),
+    (Stat::PortalRejections, "portal.rejections"),
 ];
 
 impl Stat {

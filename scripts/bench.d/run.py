@@ -31,6 +31,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -67,6 +68,9 @@ class Configuration:
     default: bool = True
     # Another build of the module (the cuts); None: the one under test.
     wasm: Path | None = None
+    # The services come from the simulated admin portal (PORTAL_SERVICES of them), which publishes a
+    # new version of one of them every second during the run.
+    portal: bool = False
 
 
 PEER = {"mode": "per_request", "report_response_codes": False}
@@ -81,6 +85,13 @@ CONFIGURATIONS = [
     Configuration("per_request", "Tollgate per-request (one authrep per request)", PEER),
     Configuration("cache_5ms", "Tollgate, cache hits, 3scale answering after 5 ms", {"mode": "cache"}, 5),
     Configuration("per_request_5ms", "Tollgate per-request, 3scale answering after 5 ms", PEER, 5),
+    # A configuration switch under load: every VM recompiles 1,000 services once a second.
+    Configuration(
+        "portal",
+        "Tollgate, cache hits, 1,000 services x 20 rules from the admin portal, a new version every second",
+        {"mode": "cache"},
+        portal=True,
+    ),
     # What tracking response codes costs a cache hit (the end-of-request update of the entry).
     Configuration(
         "cache_no_codes",
@@ -113,6 +124,13 @@ def http(method: str, url: str, body: dict | None = None, timeout: float = 5.0) 
             return answer.status, answer.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+
+
+def answers(url: str, status: int) -> bool:
+    try:
+        return http("GET", url, timeout=1)[0] == status
+    except OSError:
+        return False
 
 
 def render(template: str, values: dict[str, str]) -> str:
@@ -189,10 +207,12 @@ def wait_until(what: str, deadline_s: float, check) -> None:
     raise RuntimeError(f"{what}: not ready after {deadline_s:.0f} s")
 
 
-def start_sim(work: Path, seed: Path) -> tuple[Process, str]:
+def start_sim(work: Path, seed: Path) -> tuple[Process, str, str]:
+    """The simulator, with its admin portal: the process, the backend's and the portal's addresses."""
     sim = Process(
         "tollgate-sim",
-        pinned(LOAD_CORE, [str(SIM), "--listen", "127.0.0.1:0", "--seed", str(seed), "--threads", "1"]),
+        pinned(LOAD_CORE, [str(SIM), "--listen", "127.0.0.1:0", "--portal-listen", "127.0.0.1:0",
+                           "--seed", str(seed), "--threads", "1"]),
         work / "sim.log",
         capture_stdout=True,
     )
@@ -200,10 +220,12 @@ def start_sim(work: Path, seed: Path) -> tuple[Process, str]:
     ready, _, _ = select.select([sim.popen.stdout], [], [], 30) if sim.popen.stdout else ([], [], [])
     line = sim.popen.stdout.readline().decode(errors="replace") if ready and sim.popen.stdout else ""
     match = re.match(r"tollgate-sim listening on (\S+)", line)
-    if not match:
+    portal_line = sim.popen.stdout.readline().decode(errors="replace") if match and sim.popen.stdout else ""
+    portal = re.match(r"tollgate-sim portal listening on (\S+)", portal_line)
+    if not match or not portal:
         sim.stop()
-        raise RuntimeError(f"the simulator did not start: {line!r}\n{sim.log_tail()}")
-    return sim, match.group(1)
+        raise RuntimeError(f"the simulator did not start: {line!r} {portal_line!r}\n{sim.log_tail()}")
+    return sim, match.group(1), portal.group(1)
 
 
 _base_id = 7300
@@ -427,11 +449,27 @@ class Target:
 
 def service_id_of(configuration: Configuration) -> str | None:
     """A service per configuration, so the simulator counts each one's calls apart from idle Envoys' ticks."""
+    if configuration.portal:
+        return str(PORTAL_FIRST_ID)  # the portal numbers its services
     return None if configuration.service_settings is None else f"bench-{configuration.name}"
+
+
+PORTAL_SERVICES = 1000
+PORTAL_RULES = 20
+PORTAL_FIRST_ID = 900000
+PORTAL_TOKEN = "bench-portal-token"
 
 
 def filter_config(configuration: Configuration) -> dict:
     config = json.loads((HERE / "filter.json").read_text())
+    if configuration.portal:
+        del config["services"]
+        config["portal"] = {
+            "cluster": "threescale_portal", "authority": "portal.bench.local", "access_token": PORTAL_TOKEN,
+            "refresh_interval_ms": 1000,
+            "settings": {str(PORTAL_FIRST_ID): copy.deepcopy(configuration.service_settings or {})},
+        }
+        return config
     for service in config["services"]:
         service["id"] = service_id_of(configuration)
         service["service_token"] = f"token-{configuration.name}"
@@ -470,8 +508,62 @@ def write_seed(work: Path, configurations: list[Configuration]) -> Path:
             ],
         })
     seed = work / "seed.json"
-    seed.write_text(json.dumps({"services": services}, indent=1))
+    document = {"services": services}
+    portal = next((c for c in configurations if c.portal), None)
+    if portal is not None:
+        document["portal"] = {
+            "access_tokens": [PORTAL_TOKEN],
+            "services": [
+                {"id": PORTAL_FIRST_ID + n, "production": [portal_content(portal, n, 0)]} for n in range(PORTAL_SERVICES)
+            ],
+        }
+    seed.write_text(json.dumps(document, indent=1))
     return seed
+
+
+def portal_content(configuration: Configuration, n: int, version: int) -> dict:
+    """Service n of the portal in APIcast's format: the first is bench.d/filter.json's service (answering
+    every host), the others answer their own host; each has PORTAL_RULES rules (`version` varies one)."""
+    bench = json.loads((HERE / "filter.json").read_text())["services"][0]
+    rules = [
+        {"http_method": r["method"], "pattern": r["pattern"], "metric_system_name": r["metric"],
+         "delta": 1, "last": r.get("last", False)}
+        for r in bench["mapping_rules"]
+    ] if n == 0 else []
+    while len(rules) < PORTAL_RULES:
+        rules.insert(0, {"http_method": "GET", "pattern": f"/v{version}/extra{len(rules)}/{{id}}",
+                         "metric_system_name": "hits", "delta": 1})
+    return {
+        "backend_version": "2",
+        "backend_authentication_type": "service_token",
+        "backend_authentication_value": f"token-{configuration.name}",
+        "proxy": {
+            "hosts": ["*"] if n == 0 else [f"s{n}.bench.local"],
+            "credentials_location": "query",
+            "proxy_rules": rules,
+        },
+    }
+
+
+class Publisher:
+    """Publishes a new version of one portal service every second, in a thread, while the run lasts."""
+
+    def __init__(self, portal_url: str, configuration: Configuration):
+        self.url = f"{portal_url}/_sim/portal/services/{PORTAL_FIRST_ID + 1}/proxy/configs/production?access_token={PORTAL_TOKEN}"
+        self.configuration = configuration
+        self.stop_event = threading.Event()
+        self.published = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(1.0):
+            status, _ = http("POST", self.url, portal_content(self.configuration, 1, self.published + 1))
+            self.published += status == 201
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=5)
 
 
 def write_request_lists(work: Path) -> tuple[Path, list[str]]:
@@ -781,9 +873,10 @@ def main(argv: list[str]) -> int:
     seed = write_seed(work, configurations)
     paths, path_list = write_request_lists(work)
     processes: list[Process] = []
+    publishers: list[Publisher] = []
     targets: list[Target] = []
     try:
-        sim, sim_address = start_sim(work, seed)
+        sim, sim_address, portal_address = start_sim(work, seed)
         processes.append(sim)
         sim_url = f"http://{sim_address}"
 
@@ -806,10 +899,15 @@ def main(argv: list[str]) -> int:
                 "LISTEN_PORT": str(listen_port),
                 "UPSTREAM_PORT": str(upstream_port),
                 "SIM_PORT": sim_address.rsplit(":", 1)[1],
+                "PORTAL_PORT": portal_address.rsplit(":", 1)[1],
                 "TOLLGATE_FILTER": tollgate.rstrip("\n"),
             })
             process, admin_port = start_envoy(configuration.name, work, envoy, yaml, ENVOY_CORE)
             processes.append(process)
+            if configuration.portal:
+                first = f"http://127.0.0.1:{listen_port}{path_list[0]}"
+                wait_until(f"Envoy {configuration.name}: services from the portal", 60, lambda: answers(first, 200))
+                publishers.append(Publisher(f"http://{portal_address}", configuration))
             targets.append(Target(configuration, process, admin_port, listen_port, service_id_of(configuration)))
         # oha takes full URLs; every Envoy has its own port, so one list per target.
         for target in targets:
@@ -840,6 +938,9 @@ def main(argv: list[str]) -> int:
                 )
         set_backend_latency(sim_url, 0)
     finally:
+        for publisher in publishers:
+            publisher.stop()
+            log(f"portal: {publisher.published} versions published during the run")
         for process in reversed(processes):
             process.stop()
 

@@ -8,6 +8,7 @@ mod http;
 mod internal_api;
 mod monitor;
 mod params;
+mod portal;
 mod public;
 mod report;
 mod ruby;
@@ -28,12 +29,15 @@ use std::process::ExitCode;
 
 use tokio::sync::watch;
 
-const USAGE: &str = "usage: tollgate-sim --listen ADDR:PORT [--seed FILE] [--log-level error|warn|info|debug] [--threads N]\n       tollgate-sim seed --into URL FILE";
+const USAGE: &str = "usage: tollgate-sim --listen ADDR:PORT [--seed FILE] [--log-level error|warn|info|debug] [--threads N] [--portal-listen ADDR:PORT]
+       tollgate-sim seed --into URL FILE";
 
 /// Command-line options.
 #[derive(Debug, PartialEq, Eq)]
 struct Options {
     listen: SocketAddr,
+    /// Where the admin portal answers (its own listener), if anywhere.
+    portal_listen: Option<SocketAddr>,
     seed: Option<String>,
     debug: bool,
     threads: usize,
@@ -41,6 +45,7 @@ struct Options {
 
 fn parse_args(args: &[String], rust_log: Option<&str>) -> Result<Options, String> {
     let mut listen = None;
+    let mut portal_listen = None;
     let mut seed = None;
     let mut level: Option<String> = None;
     let mut threads = 2;
@@ -58,6 +63,13 @@ fn parse_args(args: &[String], rust_log: Option<&str>) -> Result<Options, String
         };
         match name {
             "--listen" => listen = Some(value()?.parse().map_err(|e| format!("--listen: {e}"))?),
+            "--portal-listen" => {
+                portal_listen = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--portal-listen: {e}"))?,
+                );
+            }
             "--seed" => seed = Some(value()?),
             "--log-level" => level = Some(value()?),
             "--threads" => {
@@ -82,6 +94,7 @@ fn parse_args(args: &[String], rust_log: Option<&str>) -> Result<Options, String
     }
     Ok(Options {
         listen: listen.ok_or("--listen is required")?,
+        portal_listen,
         seed,
         debug: level.contains("debug") || level.contains("trace"),
         threads,
@@ -130,12 +143,24 @@ fn main() -> ExitCode {
         }
     };
     let mut store = store::Store::default();
+    let mut portal = portal::Portal::default();
     if let Some(path) = &options.seed {
         let loaded = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {path}: {e}"))
-            .and_then(|t| seed::parse(&t));
+            .and_then(|t| seed::parse(&t))
+            .and_then(|s| {
+                let seeded = s
+                    .portal
+                    .as_ref()
+                    .map(portal::Portal::from_seed)
+                    .transpose()?;
+                Ok((s, seeded))
+            });
         match loaded {
-            Ok(s) => seed::load(&mut store, &s),
+            Ok((s, seeded)) => {
+                seed::load(&mut store, &s);
+                portal = seeded.unwrap_or_default();
+            }
             Err(message) => {
                 eprintln!("tollgate-sim: {message}");
                 return ExitCode::from(2);
@@ -153,10 +178,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(options, store))
+    runtime.block_on(run(options, store, portal))
 }
 
-async fn run(options: Options, store: store::Store) -> ExitCode {
+async fn run(options: Options, store: store::Store, portal: portal::Portal) -> ExitCode {
     // Handlers first: a signal sent as soon as the listening line appears must be caught.
     let signals = Signals::install();
     let listener = match server::bind(options.listen) {
@@ -173,7 +198,29 @@ async fn run(options: Options, store: store::Store) -> ExitCode {
     let _ = stdout.flush();
     drop(stdout);
     let (stop, stopped) = watch::channel(false);
-    let server = tokio::spawn(server::serve(store, listener, options.debug, stopped));
+    let portal_listener = match options.portal_listen.map(server::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tollgate-sim: cannot listen for the portal: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(bound) = portal_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "tollgate-sim portal listening on {bound}");
+        let _ = stdout.flush();
+    }
+    let listeners = server::Listeners {
+        backend: listener,
+        portal: portal_listener,
+    };
+    let server = tokio::spawn(server::serve(
+        store,
+        portal,
+        listeners,
+        options.debug,
+        stopped,
+    ));
     signals.wait().await;
     let _ = stop.send(true);
     let _ = server.await;

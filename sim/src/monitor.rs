@@ -23,10 +23,12 @@ pub enum Endpoint {
     Report,
     Status,
     Other,
+    /// Every call to the admin portal's listener.
+    Portal,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 7] = [
+    pub const ALL: [Endpoint; 8] = [
         Endpoint::Authorize,
         Endpoint::Authrep,
         Endpoint::OauthAuthorize,
@@ -34,6 +36,7 @@ impl Endpoint {
         Endpoint::Report,
         Endpoint::Status,
         Endpoint::Other,
+        Endpoint::Portal,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Endpoint {
             Endpoint::Report => "report",
             Endpoint::Status => "status",
             Endpoint::Other => "other",
+            Endpoint::Portal => "portal",
         }
     }
 
@@ -101,7 +105,7 @@ impl Fault {
                 .any(|e| e.can_fault() && e.name() == self.endpoint);
         if !known {
             return Err(format!(
-                "unknown endpoint {:?}: use authorize, authrep, oauth_authorize, oauth_authrep, report or *",
+                "unknown endpoint {:?}: use authorize, authrep, oauth_authorize, oauth_authrep, report, portal or *",
                 self.endpoint
             ));
         }
@@ -177,8 +181,10 @@ impl Counts {
     }
 
     fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        // The portal's counter shows once the portal was called: a backend-only run keeps its shape.
         Endpoint::ALL
             .iter()
+            .filter(|e| **e != Endpoint::Portal || self.per_endpoint.contains_key(e))
             .map(|e| {
                 (
                     e.name().to_owned(),
@@ -258,6 +264,9 @@ impl Monitor {
         }
         let key = if self.faults.contains_key(endpoint.name()) {
             endpoint.name()
+        } else if endpoint == Endpoint::Portal {
+            // `*` means apisonator's transaction endpoints; the portal is faulted by name.
+            return None;
         } else {
             "*"
         };

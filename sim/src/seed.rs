@@ -12,6 +12,9 @@ use crate::store::{Application, ServiceAttrs, Store};
 #[serde(deny_unknown_fields)]
 pub struct Seed {
     pub services: Vec<SeedService>,
+    /// The admin portal's services and proxy config versions (`--portal-listen`).
+    #[serde(default)]
+    pub portal: Option<crate::portal::SeedPortal>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -18,7 +18,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::http::{Reply, read_body};
-use crate::monitor::{Fault, LoggedRequest, Monitor};
+use crate::monitor::{Endpoint, Fault, LoggedRequest, Monitor};
+use crate::portal::Portal;
 use crate::public::{PublicRequest, classify, respond};
 use crate::shaped::{Shape, ShapedBody};
 use crate::store::Store;
@@ -29,6 +30,7 @@ const GARBAGE_BODY: &str = "this is not XML: tollgate-sim garbage fault\n";
 /// Shared state of the running simulator.
 pub struct App {
     store: Mutex<Store>,
+    portal: Mutex<Portal>,
     monitor: Mutex<Monitor>,
     pub debug: bool,
     control: Control,
@@ -37,6 +39,10 @@ pub struct App {
 impl App {
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn portal(&self) -> MutexGuard<'_, Portal> {
+        self.portal.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn monitor(&self) -> MutexGuard<'_, Monitor> {
@@ -122,18 +128,27 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
+/// The listeners: apisonator's, and the admin portal's when asked for.
+pub struct Listeners {
+    pub backend: TcpListener,
+    pub portal: Option<TcpListener>,
+}
+
 /// Serves until `shutdown` fires.
 pub async fn serve(
     store: Store,
-    listener: TcpListener,
+    portal: Portal,
+    listeners: Listeners,
     debug: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let listener = listeners.backend;
     let addr = listener.local_addr().ok();
     let (refuse_tx, mut refuse_rx) = mpsc::channel(8);
     let (kill_tx, _) = watch::channel(Kill::default());
     let app = Arc::new(App {
         store: Mutex::new(store),
+        portal: Mutex::new(portal),
         monitor: Mutex::new(Monitor::default()),
         debug,
         control: Control {
@@ -141,6 +156,13 @@ pub async fn serve(
             kill: kill_tx,
         },
     });
+    if let Some(portal_listener) = listeners.portal {
+        tokio::spawn(serve_portal(
+            Arc::clone(&app),
+            portal_listener,
+            shutdown.clone(),
+        ));
+    }
     let mut listener = Some(listener);
     let mut reopen_at = tokio::time::Instant::now();
     let mut next_id: u64 = 1;
@@ -383,4 +405,99 @@ fn header_map(headers: &HeaderMap) -> BTreeMap<String, String> {
             .or_insert(value);
     }
     map
+}
+
+/// The admin portal's listener: its own accept loop over the same state.
+async fn serve_portal(app: Arc<App>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let app = Arc::clone(&app);
+                    let service = service_fn(move |request| portal_call(Arc::clone(&app), request));
+                    tokio::spawn(
+                        http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .serve_connection(TokioIo::new(stream), service),
+                    );
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// One portal request with its counter, fault and log entry (the access token is not logged).
+async fn portal_call(
+    app: Arc<App>,
+    request: Request<Incoming>,
+) -> Result<Response<ShapedBody>, Closed> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let body = read_body(body).await.ok_or(Closed)?;
+    let fault = {
+        let mut monitor = app.monitor();
+        let fault = monitor.take_fault(Endpoint::Portal);
+        monitor.count(Endpoint::Portal, None, fault.is_some());
+        fault
+    };
+    let published = path.starts_with("/_sim/");
+    let reply = match fault.filter(|_| !published) {
+        Some(fault) => {
+            if let Some(ms) = fault.latency_ms {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            if fault.close {
+                return Err(Closed);
+            } else if let Some(status) = fault.status {
+                Reply::json(status, &serde_json::json!({"error": "injected fault"}))
+            } else if fault.garbage {
+                Reply::new(200)
+                    .header("content-type", "application/json")
+                    .body("this is not JSON: tollgate-sim garbage fault\n")
+            } else {
+                portal_reply(&app, &parts, &path, &query, &body.bytes)
+            }
+        }
+        None => portal_reply(&app, &parts, &path, &query, &body.bytes),
+    };
+    let shown_query = crate::portal::without_token(&query);
+    let mut logged = LoggedRequest::new(
+        parts.method.as_str(),
+        &path,
+        &shown_query,
+        BTreeMap::new(),
+        &[],
+    );
+    logged.status = reply.status;
+    app.monitor().log_request(logged);
+    if app.debug {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "tollgate-sim: portal {} {path} -> {}",
+            parts.method,
+            reply.status
+        );
+    }
+    Ok(reply.into_response())
+}
+
+fn portal_reply(
+    app: &App,
+    parts: &hyper::http::request::Parts,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> Reply {
+    crate::portal::handle(
+        &mut app.portal(),
+        &parts.method,
+        path,
+        query,
+        &parts.headers,
+        body,
+    )
 }

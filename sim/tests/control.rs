@@ -374,10 +374,19 @@ fn seed_into_loads_a_seed_through_the_internal_api() {
         let seeded = Sim::start(Some(seed));
         let empty = Sim::start(None);
         let out = Command::new(env!("CARGO_BIN_EXE_tollgate-sim"))
-            .args(["seed", "--into", &format!("http://{}", empty.addr), &seed_path(seed)])
+            .args([
+                "seed",
+                "--into",
+                &format!("http://{}", empty.addr),
+                &seed_path(seed),
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("internal API calls"));
         // Both answer every service's applications alike: the internal API built the same backend.
         let text = std::fs::read_to_string(seed_path(seed)).unwrap();
@@ -387,9 +396,17 @@ fn seed_into_loads_a_seed_through_the_internal_api() {
             for app in service["applications"].as_array().unwrap() {
                 let id = app["id"].as_str().unwrap();
                 let path = format!("/internal/services/{sid}/applications/{id}/utilization/");
-                assert_eq!(empty.get(&path).text(), seeded.get(&path).text(), "{seed} {sid} {id}");
+                assert_eq!(
+                    empty.get(&path).text(),
+                    seeded.get(&path).text(),
+                    "{seed} {sid} {id}"
+                );
                 let path = format!("/internal/services/{sid}/applications/{id}/keys/");
-                assert_eq!(empty.get(&path).text(), seeded.get(&path).text(), "{seed} {sid} {id}");
+                assert_eq!(
+                    empty.get(&path).text(),
+                    seeded.get(&path).text(),
+                    "{seed} {sid} {id}"
+                );
             }
         }
     }

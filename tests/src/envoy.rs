@@ -28,6 +28,8 @@ pub struct EnvoyOptions {
     pub log_level: String,
     /// `--component-log-level`; by default `wasm:info`, so the filter's own log lines show at `-l warn`.
     pub component_log_level: Option<String>,
+    /// Extra environment variables of the Envoy process (secrets read through `host_env_keys`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for EnvoyOptions {
@@ -36,6 +38,7 @@ impl Default for EnvoyOptions {
             concurrency: 1,
             log_level: "warn".to_owned(),
             component_log_level: Some("wasm:info".to_owned()),
+            env: Vec::new(),
         }
     }
 }
@@ -206,6 +209,7 @@ impl Envoy {
             .stdin(Stdio::null())
             .stdout(output)
             .stderr(errors);
+        command.envs(options.env.iter().map(|(name, value)| (name, value)));
         if let Some(levels) = &options.component_log_level {
             command.arg("--component-log-level").arg(levels);
         }

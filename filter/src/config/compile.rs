@@ -46,6 +46,13 @@ pub fn load(json: &[u8], env: Env) -> Result<Config, ConfigError> {
     compile(raw, env)
 }
 
+/// Compiles a document another source built (the APIcast format, `crate::portal`).
+#[inline(never)]
+pub fn load_tree(document: super::json::Json, env: Env) -> Result<Config, ConfigError> {
+    use super::json::{FromJson, Path};
+    compile(RawConfig::from_json(document, &Path::Root)?, env)
+}
+
 fn parse(json: &[u8]) -> Result<RawConfig, ConfigError> {
     if json.iter().all(u8::is_ascii_whitespace) {
         return Err(error(
@@ -56,6 +63,7 @@ fn parse(json: &[u8]) -> Result<RawConfig, ConfigError> {
     super::json::decode(json)
 }
 
+#[inline(never)]
 fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
     let backend = backend(&raw)?;
     let headers = internal_headers(&raw)?;

@@ -177,4 +177,12 @@ impl Config {
     pub fn load(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         compile::load(json, env)
     }
+
+    /// Compiles a document already parsed and built by another source (`crate::portal`).
+    pub(crate) fn load_tree(
+        document: json::Json,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        compile::load_tree(document, env)
+    }
 }

@@ -1,6 +1,6 @@
 //! The proxy-wasm entry points: a root context per filter configuration, an HTTP context per request.
-//! Thin by design: each callback hands over to [`crate::flow::Flow`] with an [`Adapter`] over
-//! [`ffi::Wasm`], the hostcalls that never panic.
+//! Thin by design: each callback hands over to [`crate::flow::Flow`] (or the admin portal's
+//! [`Fetcher`]) with an [`Adapter`] over [`ffi::Wasm`], the hostcalls that never panic.
 
 mod ffi;
 
@@ -15,12 +15,14 @@ use crate::config::Config;
 use crate::flow::Flow;
 use crate::host::{Action, Host};
 use crate::hostcalls::{Abi, Adapter, MetricIds};
+use crate::portal;
+use crate::portal::fetch::Fetcher;
 use ffi::Wasm;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
     proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
-        Box::new(Root { id, config: None, background: None, ids: Rc::default() })
+        Box::new(Root { id, config: None, background: None, portal: None, ids: Rc::default() })
     });
 }}
 
@@ -28,13 +30,9 @@ struct Root {
     id: u32,
     config: Option<Rc<Config>>,
     background: Option<Background>,
+    /// Set when the configuration follows the admin portal.
+    portal: Option<Fetcher>,
     ids: Rc<MetricIds>,
-}
-
-impl Root {
-    fn host(&self) -> Adapter<'_, Wasm> {
-        Adapter::new(Wasm, &self.ids)
-    }
 }
 
 impl Context for Root {
@@ -46,6 +44,15 @@ impl Context for Root {
         _trailers: usize,
     ) {
         let host = Adapter::new(Wasm, &self.ids);
+        if let Some(fetcher) = &mut self.portal
+            && fetcher.on_response(&host, token, headers, body_size)
+        {
+            // Published now: the gauges say so before any VM switches.
+            for (id, version) in std::mem::take(&mut fetcher.changed) {
+                host.set_gauge(&format!("tollgate.portal.service.{id}.version"), version);
+            }
+            return;
+        }
         if let Some(background) = &mut self.background {
             background.on_response(&host, token, headers, body_size);
         }
@@ -60,27 +67,42 @@ impl RootContext for Root {
             .ok()
             .flatten()
             .unwrap_or_default();
-        match Config::load(&json, &|name| std::env::var(name).ok()) {
-            Ok(config) => {
-                for warning in &config.warnings {
-                    log::warn!("tollgate: config warning at {warning}");
+        match portal::load(&json, &env) {
+            Ok(portal::Loaded {
+                config,
+                warnings,
+                portal,
+            }) => {
+                self.ids = Rc::new(MetricIds::register(&Wasm));
+                self.portal = None;
+                self.background = None;
+                self.config = None;
+                if let Some(config) = config {
+                    self.install(config, &warnings);
                 }
-                let queue = format!("{}.dirty", config.cache.key_prefix);
-                self.ids = Rc::new(MetricIds::register(&Wasm, &queue));
-                let config = Rc::new(config);
-                let nonce = vm_nonce(&self.host(), self.id);
-                let background = Background::new(Rc::clone(&config), nonce);
-                let period = Duration::from_millis(background.tick_period_ms());
+                if let Some((settings, base)) = portal {
+                    let prefix = key_prefix(self.config.as_deref(), &base);
+                    let host = Adapter::new(Wasm, &self.ids);
+                    let nonce = vm_nonce(&host, self.id);
+                    self.portal = Some(Fetcher::new(settings, base, &prefix, nonce, env, &host));
+                    self.adopt_published();
+                }
+                let period = Duration::from_millis(
+                    self.background
+                        .as_ref()
+                        .map_or(200, Background::tick_period_ms),
+                );
                 if let Err(status) = Wasm.set_tick_period(period) {
                     log::error!("tollgate: no tick ({status:?}): reports and refreshes cannot run");
                 }
-                log::info!(
-                    "tollgate: configured {} service(s) ({:?})",
-                    config.services.len(),
-                    config.role
-                );
-                self.background = Some(background);
-                self.config = Some(config);
+                match &self.config {
+                    Some(config) => log::info!(
+                        "tollgate: configured {} service(s) ({:?})",
+                        config.services.len(),
+                        config.role
+                    ),
+                    None => log::info!("tollgate: configured; services come from the admin portal"),
+                }
                 true
             }
             Err(error) => {
@@ -93,6 +115,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Request {
             flow: self.config.as_ref().map(|c| Flow::new(Rc::clone(c))),
+            waiting_for_portal: self.portal.is_some(),
             ids: Rc::clone(&self.ids),
         }))
     }
@@ -102,10 +125,69 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        if let Some(fetcher) = &mut self.portal {
+            fetcher.tick(&Adapter::new(Wasm, &self.ids));
+            self.adopt_published();
+        }
         let host = Adapter::new(Wasm, &self.ids);
         if let Some(background) = &mut self.background {
             background.tick(&host);
         }
+    }
+}
+
+impl Root {
+    /// Serves `config` from now on; requests in flight keep the one they started with.
+    fn install(&mut self, config: Config, unsupported: &[String]) {
+        let host = Adapter::new(Wasm, &self.ids);
+        host.report_unsupported(unsupported, &config.cache.key_prefix);
+        for warning in &config.warnings {
+            log::warn!("tollgate: config warning at {warning}");
+        }
+        let config = Rc::new(config);
+        match &mut self.background {
+            Some(background) => background.set_config(Rc::clone(&config)),
+            None => {
+                let queue = format!("{}.dirty", config.cache.key_prefix);
+                self.ids = Rc::new(self.ids.with_queue(&Wasm, &queue));
+                let nonce = vm_nonce(&Adapter::new(Wasm, &self.ids), self.id);
+                self.background = Some(Background::new(Rc::clone(&config), nonce));
+            }
+        }
+        self.config = Some(config);
+    }
+
+    /// Switches to the configuration the portal's fetcher published, if there is a new one.
+    fn adopt_published(&mut self) {
+        let host = Adapter::new(Wasm, &self.ids);
+        let Some(fetcher) = &mut self.portal else {
+            return;
+        };
+        let Some(document) = fetcher.published(&host) else {
+            return;
+        };
+        fetcher.adopt(&document);
+        match portal::load(&document, &env) {
+            Ok(portal::Loaded {
+                config: Some(config),
+                warnings,
+                ..
+            }) => self.install(config, &warnings),
+            Ok(_) => log::error!("tollgate: portal: the published configuration has no services"),
+            Err(error) => log::error!("tollgate: portal: the published configuration: {error}"),
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// The shared-data prefix: the loaded configuration's, or the default one of the document.
+fn key_prefix(config: Option<&Config>, base: &crate::config::json::Json) -> String {
+    match config {
+        Some(config) => config.cache.key_prefix.clone(),
+        None => portal::key_prefix(base),
     }
 }
 
@@ -126,6 +208,8 @@ fn follow_envoy_log_level() {
 
 struct Request {
     flow: Option<Flow>,
+    /// No configuration yet because the admin portal has not answered: `config_unavailable`.
+    waiting_for_portal: bool,
     ids: Rc<MetricIds>,
 }
 
@@ -160,6 +244,11 @@ impl HttpContext for Request {
         }
         match &mut self.flow {
             Some(flow) => action(flow.on_request_headers(&host, end_of_stream)),
+            None if self.waiting_for_portal => {
+                let body = br#"{"error":{"code":"config_unavailable","message":"the configuration has not arrived from the 3scale admin portal yet","status":503}}"#;
+                host.send_reply(503, &[("content-type", "application/json")], body);
+                ProxyAction::Pause
+            }
             None => {
                 host.send_reply(500, &[], b"tollgate is not configured\n");
                 ProxyAction::Pause
@@ -168,32 +257,32 @@ impl HttpContext for Request {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> ProxyAction {
+        let host = Adapter::new(Wasm, &self.ids);
         match &mut self.flow {
-            Some(flow) => action(flow.on_request_body(
-                &Adapter::new(Wasm, &self.ids),
-                body_size,
-                end_of_stream,
-            )),
+            Some(flow) => action(flow.on_request_body(&host, body_size, end_of_stream)),
             None => ProxyAction::Continue,
         }
     }
 
     fn on_http_request_trailers(&mut self, _trailers: usize) -> ProxyAction {
+        let host = Adapter::new(Wasm, &self.ids);
         match &mut self.flow {
-            Some(flow) => action(flow.on_request_trailers(&Adapter::new(Wasm, &self.ids))),
+            Some(flow) => action(flow.on_request_trailers(&host)),
             None => ProxyAction::Continue,
         }
     }
 
     fn on_log(&mut self) {
+        let host = Adapter::new(Wasm, &self.ids);
         if let Some(flow) = &mut self.flow {
-            flow.on_log(&Adapter::new(Wasm, &self.ids));
+            flow.on_log(&host);
         }
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> ProxyAction {
+        let host = Adapter::new(Wasm, &self.ids);
         match &mut self.flow {
-            Some(flow) => action(flow.on_response_headers(&Adapter::new(Wasm, &self.ids))),
+            Some(flow) => action(flow.on_response_headers(&host)),
             None => ProxyAction::Continue,
         }
     }

@@ -19,9 +19,23 @@ pub struct MetricIds {
 }
 
 impl MetricIds {
-    /// Defines every metric and registers (or finds: every VM sharing the `vm_id` gets the same id)
-    /// the dirty-slot queue. What the host refuses stays undefined, and is logged.
-    pub fn register(abi: &impl Abi, queue: &str) -> Self {
+    /// These ids with the dirty-slot queue `queue` registered (or found: every VM sharing the
+    /// `vm_id` gets the same id), for a configuration whose key prefix is known only now.
+    pub fn with_queue(&self, abi: &impl Abi, queue: &str) -> Self {
+        MetricIds {
+            queue: abi
+                .register_shared_queue(queue)
+                .map_err(|status| {
+                    log::error!("tollgate: cannot register the shared queue {queue}: {status:?}");
+                })
+                .ok(),
+            ..self.clone()
+        }
+    }
+
+    /// Defines every metric; the dirty-slot queue comes with [`MetricIds::with_queue`] once the
+    /// configuration is known. What the host refuses stays undefined, and is logged.
+    pub fn register(abi: &impl Abi) -> Self {
         let counters = Stat::all()
             .into_iter()
             .filter_map(|stat| {
@@ -40,16 +54,10 @@ impl MetricIds {
                 )
             })
             .collect();
-        let queue = abi
-            .register_shared_queue(queue)
-            .map_err(|status| {
-                log::error!("tollgate: cannot register the shared queue {queue}: {status:?}");
-            })
-            .ok();
         MetricIds {
             counters,
             histograms,
-            queue,
+            queue: None,
         }
     }
 }
@@ -83,6 +91,38 @@ impl<'a, A: Abi> Adapter<'a, A> {
             .trim()
             .parse()
             .ok()
+    }
+}
+
+impl<A: Abi> Adapter<'_, A> {
+    /// Sets a gauge, defining it on first use.
+    pub fn set_gauge(&self, name: &str, value: u64) {
+        if let Some(gauge) = logged(
+            "define metric",
+            self.abi.define_metric(MetricType::Gauge, name),
+        ) {
+            logged("record gauge", self.abi.record_metric(gauge, value));
+        }
+    }
+
+    /// What the configuration asks for and Tollgate does not do: one warning per service (once per
+    /// Envoy: every VM loads the same configuration, and shared data remembers what was said), and a
+    /// gauge of how many.
+    pub fn report_unsupported(&self, warnings: &[String], key_prefix: &str) {
+        let key = format!("{key_prefix}.config.warned");
+        let text = warnings.join("\n");
+        let seen = self.abi.shared_data(&key).ok().and_then(|(value, _)| value);
+        if seen.as_deref() != Some(text.as_bytes()) {
+            logged(
+                "set shared data",
+                self.abi.set_shared_data(&key, text.as_bytes(), None),
+            );
+            for warning in warnings {
+                log::warn!("tollgate: {warning}");
+            }
+        }
+        let count = u64::try_from(warnings.len()).unwrap_or(u64::MAX);
+        self.set_gauge(crate::portal::UNSUPPORTED_GAUGE, count);
     }
 }
 

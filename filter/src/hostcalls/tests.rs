@@ -288,7 +288,7 @@ fn request(abi: &ScriptedAbi, ids: &MetricIds, flow: &mut Flow, callout_headers:
 /// Two requests (a cache miss, then a hit), a report flush and its answer.
 fn scenario(abi: &ScriptedAbi) -> Vec<Outcome> {
     let config = Rc::new(Config::load(CONFIG.as_bytes(), &|_| None).unwrap());
-    let ids = MetricIds::register(&abi, "tollgate.dirty");
+    let ids = MetricIds::register(&abi).with_queue(&abi, "tollgate.dirty");
     let mut background = Background::new(Rc::clone(&config), 1);
     let mut outcomes = Vec::new();
     for _ in 0..2 {
@@ -339,7 +339,7 @@ fn every_hostcall_failing_in_turn_leaves_every_request_answered() {
 #[test]
 fn a_callout_that_failed_after_its_headers_is_no_answer() {
     let abi = ScriptedAbi::new(None, Status::Ok);
-    let ids = MetricIds::register(&&abi, "tollgate.dirty");
+    let ids = MetricIds::register(&&abi).with_queue(&&abi, "tollgate.dirty");
     let host = Adapter::new(&abi, &ids);
     let reads = abi.calls.borrow().len();
     assert_eq!(
@@ -362,7 +362,7 @@ fn a_request_whose_callout_headers_cannot_be_read_gets_the_failure_policy() {
         // Every header read after the request's own (the callout's) fails, as Envoy does once a
         // callout failed mid-body.
         let abi = ScriptedAbi::new(None, status);
-        let ids = MetricIds::register(&&abi, "tollgate.dirty");
+        let ids = MetricIds::register(&&abi).with_queue(&&abi, "tollgate.dirty");
         let mut flow = Flow::new(Rc::clone(&config));
         abi.new_request("/items?app_id=a1");
         let host = Adapter::new(&abi, &ids);

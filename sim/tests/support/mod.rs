@@ -91,6 +91,18 @@ impl Sim {
         panic!("tollgate-sim did not become ready");
     }
 
+    /// The admin portal's address, from the line after the listening line (`--portal-listen`).
+    pub fn portal_addr(&mut self) -> String {
+        let mut line = String::new();
+        self._stdout
+            .read_line(&mut line)
+            .expect("read the portal line");
+        line.trim()
+            .strip_prefix("tollgate-sim portal listening on ")
+            .unwrap_or_else(|| panic!("unexpected portal line {line:?}"))
+            .to_owned()
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.rsplit(':').next().unwrap().parse().unwrap()
     }

@@ -25,6 +25,10 @@ use crate::stats::Stat;
 use super::format;
 use super::settings::PortalSettings;
 
+#[cfg(test)]
+#[path = "fetch_tests.rs"]
+mod tests;
+
 /// Porta's largest page.
 const PER_PAGE: usize = 500;
 

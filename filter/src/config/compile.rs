@@ -341,7 +341,10 @@ fn service(
             for (plan, route) in &plans.routes {
                 routes.push((
                     plan.clone(),
-                    plan_route(route, &format!("{path}.plans.routes.{plan}"))?,
+                    plan_route(
+                        route,
+                        &format!("{path}.plans.routes{}", super::json::key_segment(plan)),
+                    )?,
                 ));
             }
             let default = plans

@@ -49,12 +49,36 @@ impl fmt::Display for Path<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Path::Root => f.write_str("."),
+            // A key that is not a plain name (empty, a space, a dot...) is written as a JSON string.
+            Path::Key(Path::Root, key) if !plain(key) => write!(f, "[{}]", quoted(key)),
+            Path::Key(parent, key) if !plain(key) => write!(f, "{parent}[{}]", quoted(key)),
             Path::Key(Path::Root, key) => f.write_str(key),
             Path::Key(parent, key) => write!(f, "{parent}.{key}"),
             Path::Index(Path::Root, index) => write!(f, "[{index}]"),
             Path::Index(parent, index) => write!(f, "{parent}[{index}]"),
         }
     }
+}
+
+/// `key` as the next segment of a path written by hand: `.key`, or `["key"]` when it is not a plain
+/// name.
+pub fn key_segment(key: &str) -> String {
+    if plain(key) {
+        format!(".{key}")
+    } else {
+        format!("[{}]", quoted(key))
+    }
+}
+
+fn plain(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn quoted(key: &str) -> String {
+    serde_json::Value::from(key).to_string()
 }
 
 /// A type the configuration reads from JSON. `at` is where `value` sits, for errors.
@@ -604,7 +628,7 @@ mod tests {
             vec![("a.b c".to_string(), 1), ("b".to_string(), 2)]
         );
         let e = read::<BTreeMap<String, u16>>(r#"{"ok": 1, "Gold plan": "x"}"#).unwrap_err();
-        assert_eq!(e.path, "Gold plan");
+        assert_eq!(e.path, r#"["Gold plan"]"#);
         let repeated = read::<BTreeMap<String, u16>>(r#"{"a": 1, "a": 2}"#).unwrap();
         assert_eq!(repeated.get("a"), Some(&2));
     }

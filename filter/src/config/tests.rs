@@ -734,3 +734,15 @@ fn the_first_problem_in_document_order_is_reported() {
         ("backend", "duplicate field `backend`")
     );
 }
+
+#[test]
+fn keys_that_are_not_plain_names_are_quoted_in_paths() {
+    // Found by the `config` fuzz target: an empty key gave an empty path.
+    let e = error_of(r#"{"": 10}"#);
+    assert_eq!(e.path, r#"[""]"#);
+    let e = error_of(&with(
+        "/services/0/plans/routes/Gold plan",
+        serde_json::json!({"cluster": ""}),
+    ));
+    assert_eq!(e.path, r#"services[0].plans.routes["Gold plan"].cluster"#);
+}

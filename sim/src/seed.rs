@@ -152,6 +152,17 @@ fn check_service(service: &SeedService) -> Result<(), String> {
 }
 
 /// Stores everything the seed describes.
+impl SeedService {
+    /// The id of the metric named `name`: its own, or its position (`"1"`, `"2"`, …) as Porta numbers them.
+    pub fn metric_id(&self, name: &str) -> Option<String> {
+        self.metrics
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.name == name)
+            .map(|(i, m)| m.id.clone().unwrap_or_else(|| (i + 1).to_string()))
+    }
+}
+
 pub fn load(store: &mut Store, seed: &Seed) {
     for service in &seed.services {
         store.save_service(ServiceAttrs {
@@ -166,14 +177,7 @@ pub fn load(store: &mut Store, seed: &Seed) {
             store.add_token(token, &service.id);
         }
         let data = store.data_mut(&service.id);
-        let metric_id = |name: &str| -> Option<String> {
-            service
-                .metrics
-                .iter()
-                .enumerate()
-                .find(|(_, m)| m.name == name)
-                .map(|(i, m)| m.id.clone().unwrap_or_else(|| (i + 1).to_string()))
-        };
+        let metric_id = |name: &str| service.metric_id(name);
         for metric in &service.metrics {
             let id = metric_id(&metric.name).unwrap_or_default();
             let parent = metric.parent.as_deref().and_then(metric_id);

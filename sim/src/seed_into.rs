@@ -79,15 +79,6 @@ fn ok(target: &Target, method: &str, path: &str, body: &Value) -> Result<(), Str
     }
 }
 
-fn metric_id(service: &SeedService, name: &str) -> Option<String> {
-    service
-        .metrics
-        .iter()
-        .enumerate()
-        .find(|(_, m)| m.name == name)
-        .map(|(i, m)| m.id.clone().unwrap_or_else(|| (i + 1).to_string()))
-}
-
 fn load_service(target: &Target, service: &SeedService) -> Result<usize, String> {
     let sid = &service.id;
     let mut calls = 0;
@@ -120,9 +111,9 @@ fn load_service(target: &Target, service: &SeedService) -> Result<usize, String>
             if saved.contains(&metric.name.as_str()) || !ready {
                 continue;
             }
-            let id = metric_id(service, &metric.name).unwrap_or_default();
+            let id = service.metric_id(&metric.name).unwrap_or_default();
             let mut body = json!({ "name": metric.name });
-            if let Some(parent) = metric.parent.as_deref().and_then(|p| metric_id(service, p)) {
+            if let Some(parent) = metric.parent.as_deref().and_then(|p| service.metric_id(p)) {
                 body["parent_id"] = json!(parent);
             }
             ok(
@@ -140,7 +131,8 @@ fn load_service(target: &Target, service: &SeedService) -> Result<usize, String>
     }
     for plan in &service.plans {
         for (metric, periods) in &plan.limits {
-            let id = metric_id(service, metric)
+            let id = service
+                .metric_id(metric)
                 .ok_or_else(|| format!("plan {}: no metric {metric}", plan.id))?;
             for (period, max) in periods {
                 let path = format!(

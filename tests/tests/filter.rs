@@ -1421,16 +1421,18 @@ fn envoy_debug_logs_show_secrets_unless_http_and_router_stay_at_info() {
             .filter(|s| log.contains(s))
             .collect()
     };
+    // Envoy's log lines of one authorized request.
+    let logged = || {
+        let before = stack.envoy.log().len();
+        let status = stack
+            .send(&get("appid.test", &format!("/items?{PROD}")))
+            .status;
+        assert_eq!(status, 200);
+        log_after(&stack, before)
+    };
     let mut cases = Cases::new("what Envoy logs");
     logging("level=debug");
-    let before = stack.envoy.log().len();
-    assert_eq!(
-        stack
-            .send(&get("appid.test", &format!("/items?{PROD}")))
-            .status,
-        200
-    );
-    let debug_log = log_after(&stack, before);
+    let debug_log = logged();
     cases.case(
         "at debug level, Envoy itself prints the callout's path and the request's",
         || {
@@ -1439,14 +1441,7 @@ fn envoy_debug_logs_show_secrets_unless_http_and_router_stay_at_info() {
     );
     logging("http=info");
     logging("router=info");
-    let before = stack.envoy.log().len();
-    assert_eq!(
-        stack
-            .send(&get("appid.test", &format!("/items?{PROD}")))
-            .status,
-        200
-    );
-    let quiet_log = log_after(&stack, before);
+    let quiet_log = logged();
     cases.case(
         "with http and router at info (everything else at debug), no secret",
         || {

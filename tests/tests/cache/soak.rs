@@ -75,17 +75,21 @@ fn minutes() -> u64 {
         .unwrap_or(2)
 }
 
-/// Samples `/ready` every 50 ms until stopped; returns the slowest answer.
-fn watch_main_thread(admin_port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Duration> {
+/// Samples `/ready` every 50 ms until stopped; returns every answer's time, sorted.
+fn watch_main_thread(
+    admin_port: u16,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Duration>> {
     std::thread::spawn(move || {
-        let mut slowest = Duration::ZERO;
+        let mut times = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let asked = Instant::now();
             let _ = send(admin_port, &Request::get("/ready"));
-            slowest = slowest.max(asked.elapsed());
+            times.push(asked.elapsed());
             std::thread::sleep(Duration::from_millis(50));
         }
-        slowest
+        times.sort();
+        times
     })
 }
 
@@ -152,7 +156,13 @@ fn soak_under_every_3scale_fault() {
     // Settle: every pending report goes out once 3scale answers normally again.
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
-    let slowest_ready = watcher.join().unwrap_or_default();
+    let ready = watcher.join().unwrap_or_default();
+    let slowest_ready = ready.last().copied().unwrap_or_default();
+    let p99_ready = ready
+        .get(ready.len() * 99 / 100)
+        .copied()
+        .unwrap_or_default();
+    let over_budget = ready.iter().filter(|t| **t > MAIN_THREAD_BUDGET).count();
     let mut expected = traffic.expected(&samples);
     for (app, account) in warmed.apps {
         let entry = expected.apps.entry(app).or_default();
@@ -164,12 +174,17 @@ fn soak_under_every_3scale_fault() {
         }
     }
     println!(
-        "soak: {} requests in {:?}, {} fault periods, slowest answer {:?}, slowest /ready {:?}\n  {:?}\n  {:?}",
+        "soak: {} requests in {:?}, {} fault periods, slowest answer {:?}, /ready: {} samples, p99 {:?}, \
+         slowest {:?}, {} over {:?}\n  {:?}\n  {:?}",
         samples.len(),
         duration,
         cycle,
         slowest(&samples),
+        ready.len(),
+        p99_ready,
         slowest_ready,
+        over_budget,
+        MAIN_THREAD_BUDGET,
         outcomes(&samples),
         tollgate_stats(&stack.envoy)
     );

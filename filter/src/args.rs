@@ -114,10 +114,11 @@ pub fn remove_params(query: &[u8], names: &[&str]) -> Option<Vec<u8>> {
 /// Whether the raw `name[=value]` parameter's decoded name is one of `names`.
 fn is_named(param: &[u8], names: &[&str]) -> bool {
     let raw_name = param.split(|&byte| byte == b'=').next().unwrap_or_default();
-    if !raw_name.iter().any(|&byte| byte == b'%' || byte == b'+') {
+    if raw_name.is_ascii() && !raw_name.iter().any(|&byte| byte == b'%' || byte == b'+') {
         return names.iter().any(|name| name.as_bytes() == raw_name);
     }
-    // Only encoded names pay for decoding. `raw_name` holds no `&` or `=`, so it parses as exactly one pair.
+    // Only encoded (or not UTF-8) names pay for decoding, as `Args` decodes them: the same name is
+    // read and removed. `raw_name` holds no `&` or `=`, so it parses as exactly one pair.
     form_urlencoded::parse(raw_name)
         .next()
         .is_some_and(|(decoded, _)| names.iter().any(|name| *name == decoded))
@@ -127,6 +128,15 @@ fn is_named(param: &[u8], names: &[&str]) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
+
+    #[test]
+    fn a_name_is_removed_exactly_when_it_is_read() {
+        // Found by the `form` fuzz target: a name that is not UTF-8 reads as U+FFFD.
+        let query = b"a=1&\xff=2";
+        let read: Vec<String> = Args::parse(query).iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(read, ["a", "\u{fffd}"]);
+        assert_eq!(remove_params(query, &["\u{fffd}"]).unwrap(), b"a=1");
+    }
 
     #[test]
     fn parses_and_decodes_pairs_in_order() {

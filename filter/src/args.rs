@@ -133,7 +133,10 @@ mod tests {
     fn a_name_is_removed_exactly_when_it_is_read() {
         // Found by the `form` fuzz target: a name that is not UTF-8 reads as U+FFFD.
         let query = b"a=1&\xff=2";
-        let read: Vec<String> = Args::parse(query).iter().map(|(n, _)| n.to_string()).collect();
+        let read: Vec<String> = Args::parse(query)
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
         assert_eq!(read, ["a", "\u{fffd}"]);
         assert_eq!(remove_params(query, &["\u{fffd}"]).unwrap(), b"a=1");
     }

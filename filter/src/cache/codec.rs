@@ -135,7 +135,12 @@ pub fn decode(bytes: &[u8]) -> Option<Entry> {
     let (accepted, accepted_at_ms) = if input.bytes.is_empty() {
         (Vec::new(), 0)
     } else {
-        (read_tallies(&mut input, &names)?, input.varint()?)
+        // Written only when there is some: an empty section is not this module's.
+        let accepted = read_tallies(&mut input, &names)?;
+        if accepted.is_empty() {
+            return None;
+        }
+        (accepted, input.varint()?)
     };
     if !input.bytes.is_empty() {
         return None;

@@ -1205,3 +1205,16 @@ mod accepted_usage {
         assert_eq!(Entry::decode(&bytes), Some(entry));
     }
 }
+
+mod accepted_section {
+    use super::*;
+
+    #[test]
+    fn an_empty_accepted_section_is_refused() {
+        // Found by the `cache_entry` fuzz target: the section is written only when it holds usage, so an
+        // empty one decoded to an entry that encoded differently.
+        let mut bytes = authorized().encode();
+        bytes.extend_from_slice(&[0, 7]); // no tallies, accepted_at_ms 7
+        assert_eq!(Entry::decode(&bytes), None);
+    }
+}

@@ -28,6 +28,8 @@ pub struct EnvoyOptions {
     pub log_level: String,
     /// `--component-log-level`; by default `wasm:info`, so the filter's own log lines show at `-l warn`.
     pub component_log_level: Option<String>,
+    /// More command-line arguments (e.g. `--drain-time-s 1` for a test that replaces a listener).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for EnvoyOptions {
@@ -36,6 +38,7 @@ impl Default for EnvoyOptions {
             concurrency: 1,
             log_level: "warn".to_owned(),
             component_log_level: Some("wasm:info".to_owned()),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -209,6 +212,7 @@ impl Envoy {
         if let Some(levels) = &options.component_log_level {
             command.arg("--component-log-level").arg(levels);
         }
+        command.args(&options.extra_args);
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", envoy_binary().display()));

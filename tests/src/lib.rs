@@ -27,7 +27,8 @@ pub use client::{Request, Response, send, send_raw};
 pub use envoy::{Envoy, EnvoyOptions, envoy_expect_rejected};
 pub use load::{Connection, Load, LoadSpec, Sample, run_load};
 pub use paths::{
-    envoy_binary, sim_binary, target_dir, test_hooks_wasm_path, wasm_path, workspace_root,
+    envoy_binary, next_format_wasm_path, sim_binary, target_dir, test_hooks_wasm_path, wasm_path,
+    workspace_root,
 };
 pub use ports::free_port;
 pub use process::wait_until;

@@ -12,3 +12,4 @@ mod limits;
 mod outage;
 mod singleton;
 mod support;
+mod upgrade;

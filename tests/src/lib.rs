@@ -20,6 +20,7 @@ mod sim;
 mod stack;
 mod template;
 mod upstream;
+mod validate;
 mod wire;
 
 pub use cases::Cases;
@@ -37,3 +38,4 @@ pub use sim::Sim;
 pub use stack::{Stack, StackOptions};
 pub use template::{render, yaml_string};
 pub use upstream::{Received, STATUS_HEADER, Upstream};
+pub use validate::{check_jsonschema, kubernetes_validate, venv_bin, yaml_documents};

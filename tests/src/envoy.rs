@@ -84,9 +84,21 @@ impl Envoy {
 
     /// Checks a config with `envoy --mode validate`; the error is Envoy's output.
     pub fn validate(yaml: &str) -> Result<(), String> {
+        Envoy::validate_in(yaml, None, &[])
+    }
+
+    /// [`Envoy::validate`] run in `dir` (relative paths in the config are resolved from there) with `env` added to
+    /// Envoy's environment. Validation loads the wasm module and configures it, so a filter configuration the module
+    /// refuses (or a `{"env": ...}` secret missing from the environment) fails it too.
+    pub fn validate_in(yaml: &str, dir: Option<&Path>, env: &[(&str, &str)]) -> Result<(), String> {
         let scratch = Scratch::new("envoy-validate");
         let config = scratch.write("envoy.yaml", yaml);
-        let output = Command::new(envoy_binary())
+        let mut command = Command::new(envoy_binary());
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        let output = command
+            .envs(env.iter().copied())
             .arg("--mode")
             .arg("validate")
             .arg("-c")

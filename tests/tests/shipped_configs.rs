@@ -1,11 +1,13 @@
 //! The Envoy configurations shipped for users are valid for Envoy 1.40 (`envoy --mode validate`, which also loads
 //! the built module and has it check its filter configuration): the demo (filter only and with the reporter
 //! singleton) as shipped, docker-compose's, and the production examples (3scale SaaS, on-premises with a private CA).
+//! docker-compose.yml itself is checked by `docker compose config` or `docker-compose config`, whichever works here
+//! (neither needs a Docker daemon); without either the check says it is skipped.
 
 use std::path::Path;
 use std::process::Command;
 
-use tollgate_e2e::{Envoy, Scratch, target_dir, wasm_path, workspace_root};
+use tollgate_e2e::{Envoy, Scratch, target_dir, wasm_path, workspace_root, yaml_documents};
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(workspace_root().join(path)).unwrap()
@@ -145,4 +147,106 @@ fn a_broken_production_example_is_caught() {
     let bad_filter_config =
         yaml.replace(r#""metric": "hits""#, r#""metric": "hits", "lats": true"#);
     assert!(validate_production(&bad_filter_config, &scratch).is_err());
+}
+
+/// `docker compose` (the CLI plugin) if it works here, else `docker-compose`, else None.
+fn compose_command() -> Option<Vec<&'static str>> {
+    let works = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .is_ok_and(|output| output.status.success())
+    };
+    if works("docker", &["compose", "version"]) {
+        Some(vec!["docker", "compose"])
+    } else if works("docker-compose", &["version"]) {
+        Some(vec!["docker-compose"])
+    } else {
+        None
+    }
+}
+
+/// `config` of a compose file: the normalised file, or the tool's complaint.
+fn compose_config(compose: &[&str], file: &Path) -> Result<String, String> {
+    let output = Command::new(compose[0])
+        .args(&compose[1..])
+        .arg("--project-directory")
+        .arg(workspace_root())
+        .arg("-f")
+        .arg(file)
+        .arg("config")
+        .output()
+        .unwrap();
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[test]
+fn docker_compose_validates_and_builds_as_the_user_with_a_cargo_cache() {
+    let Some(compose) = compose_command() else {
+        eprintln!(
+            "skipped: neither `docker compose` nor `docker-compose` works here (scripts/setup installs one)"
+        );
+        return;
+    };
+    let file = workspace_root().join("docker-compose.yml");
+    let normalised =
+        compose_config(&compose, &file).unwrap_or_else(|e| panic!("{compose:?} config: {e}"));
+    let config = yaml_documents(&normalised).remove(0);
+    let services = &config["services"];
+    let build = &services["build"];
+    assert!(
+        build["user"]
+            .as_str()
+            .is_some_and(|user| !user.starts_with("0:") && !user.starts_with("root")),
+        "the build runs as the user: {build}"
+    );
+    assert_eq!(build["environment"]["CARGO_HOME"], "/cargo-home");
+    assert!(config["volumes"].get("cargo-cache").is_some(), "{config}");
+    let published = |service: &str| -> Vec<(String, String)> {
+        services[service]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|port| match port {
+                serde_json::Value::String(short) => {
+                    let parts: Vec<&str> = short.split(':').collect();
+                    let ip = if parts.len() == 3 { parts[0] } else { "" };
+                    (ip.to_owned(), parts[parts.len() - 2].to_owned())
+                }
+                long => (
+                    long["host_ip"].as_str().unwrap_or_default().to_owned(),
+                    long["published"].to_string().trim_matches('"').to_owned(),
+                ),
+            })
+            .collect()
+    };
+    assert!(
+        published("envoy").contains(&("127.0.0.1".to_owned(), "9901".to_owned())),
+        "Envoy's admin on the host's loopback only: {:?}",
+        published("envoy")
+    );
+    for service in ["sim", "envoy"] {
+        assert!(
+            services[service]["healthcheck"]["test"].is_array(),
+            "{service} has a health check"
+        );
+    }
+    assert_eq!(
+        services["envoy"]["depends_on"]["sim"]["condition"],
+        "service_healthy"
+    );
+
+    let scratch = Scratch::new("compose-broken");
+    let broken = scratch.write(
+        "docker-compose.yml",
+        read("docker-compose.yml").replace("    healthcheck:\n", "    health_check:\n"),
+    );
+    assert!(
+        compose_config(&compose, &broken).is_err(),
+        "a misspelt key is refused by the same check"
+    );
 }

@@ -1,12 +1,14 @@
 //! The module's OCI image (`scripts/image`), inspected with an independent tool, skopeo: the layout is a valid OCI
 //! image whose digest is the sha256 the script prints (what Istio's `WasmPlugin.spec.sha256` checks), in the Wasm
-//! image "compat" variant, and its one layer holds exactly the built `tollgate.wasm` as `plugin.wasm`.
+//! image "compat" variant, and its one layer holds exactly the built `tollgate.wasm` as `plugin.wasm`. The push path
+//! is exercised against a local registry (Debian's `docker-registry`): the registry serves the same digest.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
-use tollgate_e2e::{Scratch, wasm_path, workspace_root};
+use tollgate_e2e::{Scratch, free_port, wait_until, wasm_path, workspace_root};
 
 const TAG: &str = env!("CARGO_PKG_VERSION");
 
@@ -46,11 +48,16 @@ fn skopeo_json(args: &[&str]) -> Value {
 /// Copies the image out of the layout with skopeo (which checks every blob against its digest) and returns the
 /// files of its one layer, unpacked with tar.
 fn unpack_with_skopeo(layout: &Path, scratch: &Scratch) -> Result<Vec<(String, Vec<u8>)>, String> {
+    unpack_image(&[&format!("oci:{}:{TAG}", layout.display())], scratch)
+}
+
+/// [`unpack_with_skopeo`] from any image source skopeo reads (`source` ends with the reference).
+fn unpack_image(source: &[&str], scratch: &Scratch) -> Result<Vec<(String, Vec<u8>)>, String> {
     let copy = scratch.path().join("copy");
     let _ = std::fs::remove_dir_all(&copy);
     let output = Command::new("skopeo")
         .arg("copy")
-        .arg(format!("oci:{}:{TAG}", layout.display()))
+        .args(source)
         .arg(format!("dir:{}", copy.display()))
         .output()
         .unwrap();
@@ -155,4 +162,70 @@ fn the_dockerfile_builds_the_same_content() {
         instructions,
         ["FROM scratch", "COPY tollgate.wasm /plugin.wasm"]
     );
+}
+
+/// A registry on loopback, plain HTTP, storing into a scratch directory; stopped when dropped.
+struct Registry {
+    port: u16,
+    child: Child,
+}
+
+impl Registry {
+    fn start(scratch: &Scratch) -> Registry {
+        let port = free_port();
+        let config = scratch.write(
+            "registry.yml",
+            format!(
+                "version: 0.1\nlog: {{ level: warn }}\nstorage:\n  filesystem: {{ rootdirectory: {} }}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                scratch.path().join("storage").display()
+            ),
+        );
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run docker-registry (scripts/setup installs it): {e}")
+            });
+        let up = wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(up.is_some(), "the registry did not start on {port}");
+        Registry { port, child }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn pushing_to_a_registry_keeps_the_digest_and_the_module() {
+    let scratch = Scratch::new("image-push");
+    let registry = Registry::start(&scratch);
+    let wasm = wasm_path();
+    let reference = format!("127.0.0.1:{}/tollgate", registry.port);
+    let output = run(Command::new(workspace_root().join("scripts/image"))
+        .arg("--wasm")
+        .arg(&wasm)
+        .arg("--out")
+        .arg(scratch.path().join("layout"))
+        .args(["push", &reference, "--dest-tls-verify=false"]));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let sha256 = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("sha256: "))
+        .unwrap_or_else(|| panic!("no sha256 line in:\n{stdout}"));
+    let pushed = format!("docker://{reference}:{TAG}");
+    let inspected = skopeo_json(&["inspect", "--tls-verify=false", &pushed]);
+    assert_eq!(inspected["Digest"], format!("sha256:{sha256}"));
+    let files = unpack_image(&["--src-tls-verify=false", &pushed], &scratch)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(files.len(), 1);
+    assert!(files[0].0 == "plugin.wasm" && files[0].1 == std::fs::read(&wasm).unwrap());
 }

@@ -178,6 +178,9 @@ pub fn collect(
     let mut collected = Collected::default();
     let mut shared: Vec<(Rc<Service>, Vec<Share>)> = Vec::new();
     let mut waiting = Vec::new();
+    // Entries other workers kept writing, or written by a newer build of the module: still to
+    // report, by a later flush or by a build that reads them.
+    let mut unread = Vec::new();
     collected.more = true;
     for _ in 0..max_entries {
         let Some(slot) = slots
@@ -215,12 +218,13 @@ pub fn collect(
                 changed,
             )
         });
-        let Found::Entry {
-            result: (transactions, units, abandoned, confirmed, requeue),
-            ..
-        } = taken
-        else {
-            continue;
+        let (transactions, units, abandoned, confirmed, requeue) = match taken {
+            Found::Entry { result, .. } => result,
+            Found::Busy => {
+                unread.push(slot);
+                continue;
+            }
+            Found::Missing => continue,
         };
         collected.abandoned_units += abandoned;
         if requeue {
@@ -244,6 +248,9 @@ pub fn collect(
         } else {
             collected.calls.push(call(&service, vec![(part, report)]));
         }
+    }
+    for slot in unread {
+        requeue(slots.store, slot);
     }
     for (service, parts) in shared {
         collected.calls.extend(split(&service, parts));
@@ -733,6 +740,31 @@ mod tests {
         assert!(counts.iter().all(|(_, n)| *n >= 1));
         let transactions: u64 = counts.iter().map(|(_, n)| n).sum();
         assert!(transactions <= MAX_TRANSACTIONS_PER_APPLICATION);
+    }
+
+    #[test]
+    fn an_entry_of_a_newer_build_stays_queued_for_a_build_that_reads_it() {
+        let store = MemoryStore::default();
+        let config = config();
+        let slots = slots(&store);
+        let key = seed(&slots, "svc", app("a"), Answer::Authorized, 2, 200);
+        let Found::Entry { slot, .. } = slots.update(&key, |_| ((), false)) else {
+            panic!("entry not found")
+        };
+        let (ours, _) = store.get(&slots.slot_key(slot)).unwrap();
+        let mut newer = ours.clone();
+        newer[0] = crate::cache::VERSION + 1;
+        store.set(&slots.slot_key(slot), &newer, None).unwrap();
+        let mut ids = BatchIds::new(7);
+        for _ in 0..3 {
+            let collected = collect(&slots, &config, &mut ids, NOW_MS, 100);
+            assert!(collected.calls.is_empty());
+        }
+        // The build that reads it (played here by restoring this build's bytes) reports it.
+        store.set(&slots.slot_key(slot), &ours, None).unwrap();
+        let collected = collect(&slots, &config, &mut ids, NOW_MS, 100);
+        assert_eq!(collected.calls.len(), 1);
+        assert_eq!(collected.calls[0].units(), 4);
     }
 
     #[test]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The product brief's goals (PRODUCT.md, "Goals the numbers must show").
+# The project's performance goals.
 CPU_BUDGET_US = 15.0
 THROUGHPUT_FLOOR = 0.75
 LATENCY_BUDGET_US = 50.0
@@ -370,7 +370,7 @@ def goal_wasm(results: dict) -> list[str]:
     size = results["wasm_bytes"]
     met = size < WASM_CEILING_BYTES
     lines = [
-        "### `.wasm` under 600 KB as built by default (the older threescale-wasm-auth module ships 1.45 MB)",
+        "### `.wasm` under 600 KB as built by default (threescale-wasm-auth, the module Tollgate replaces, ships 1.45 MB)",
         "",
         # The size does not depend on how the run went: no smoke caveat.
         f"`tollgate.wasm`: {size:,} bytes ({size / 1024:.1f} KB): **{'met' if met else 'NOT MET'}**",
@@ -775,7 +775,7 @@ def header_lines(results: dict) -> list[str]:
     lines += [
         f"Written by `scripts/bench` on {results['started']} (commit `{results['versions']['tollgate_commit']}`). "
         "Raw data, run by run: `target/bench/results.json`. Tollgate against Envoy without it (the limit) and "
-        "against per-request authorization (the older threescale-wasm-auth module's behaviour: one `authrep` per request).",
+        "against per-request authorization (the behaviour of threescale-wasm-auth, the module Tollgate replaces: one `authrep` per request).",
         "",
     ]
     return lines
@@ -803,8 +803,8 @@ def method_section(results: dict) -> list[str]:
         "applications (wrk takes them in turn, oha at random), all on one plan with limits far above the load, so every request is authorized and forwarded; "
         "the filter config is `scripts/bench.d/filter.json` (one service, 8 mapping rules, the 7th matches; "
         "credentials stripped before the upstream) with each row's settings on top: `mode`, and for the "
-        "per-request rows `report_response_codes: false`, so that they make one `authrep` per request as the "
-        "older module does (with response codes tracked, per-request mode calls `authorize` before and reports after). "
+        "per-request rows `report_response_codes: false`, so that they make one `authrep` per request as "
+        "threescale-wasm-auth does (with response codes tracked, per-request mode calls `authorize` before and reports after). "
         "3scale's slowness comes from the simulator's fault "
         "injection (`latency_ms` on every transaction endpoint).",
         "- Closed-loop rows with a 5 ms backend are bounded by connections / latency (Little's law): "

@@ -30,6 +30,8 @@ pub struct EnvoyOptions {
     pub component_log_level: Option<String>,
     /// Extra environment variables of the Envoy process (secrets read through `host_env_keys`).
     pub env: Vec<(String, String)>,
+    /// More command-line arguments (e.g. `--drain-time-s 1` for a test that replaces a listener).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for EnvoyOptions {
@@ -39,6 +41,7 @@ impl Default for EnvoyOptions {
             log_level: "warn".to_owned(),
             component_log_level: Some("wasm:info".to_owned()),
             env: Vec::new(),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -84,9 +87,21 @@ impl Envoy {
 
     /// Checks a config with `envoy --mode validate`; the error is Envoy's output.
     pub fn validate(yaml: &str) -> Result<(), String> {
+        Envoy::validate_in(yaml, None, &[])
+    }
+
+    /// [`Envoy::validate`] run in `dir` (relative paths in the config are resolved from there) with `env` added to
+    /// Envoy's environment. Validation loads the wasm module and configures it, so a filter configuration the module
+    /// refuses (or a `{"env": ...}` secret missing from the environment) fails it too.
+    pub fn validate_in(yaml: &str, dir: Option<&Path>, env: &[(&str, &str)]) -> Result<(), String> {
         let scratch = Scratch::new("envoy-validate");
         let config = scratch.write("envoy.yaml", yaml);
-        let output = Command::new(envoy_binary())
+        let mut command = Command::new(envoy_binary());
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        let output = command
+            .envs(env.iter().copied())
             .arg("--mode")
             .arg("validate")
             .arg("-c")
@@ -213,6 +228,7 @@ impl Envoy {
         if let Some(levels) = &options.component_log_level {
             command.arg("--component-log-level").arg(levels);
         }
+        command.args(&options.extra_args);
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", envoy_binary().display()));

@@ -20,6 +20,7 @@ mod sim;
 mod stack;
 mod template;
 mod upstream;
+mod validate;
 mod wire;
 
 pub use cases::Cases;
@@ -27,7 +28,8 @@ pub use client::{Request, Response, send, send_raw};
 pub use envoy::{Envoy, EnvoyOptions, envoy_expect_rejected};
 pub use load::{Connection, Load, LoadSpec, Sample, run_load};
 pub use paths::{
-    envoy_binary, sim_binary, target_dir, test_hooks_wasm_path, wasm_path, workspace_root,
+    envoy_binary, next_format_wasm_path, sim_binary, target_dir, test_hooks_wasm_path, wasm_path,
+    workspace_root,
 };
 pub use ports::free_port;
 pub use process::wait_until;
@@ -36,3 +38,4 @@ pub use sim::Sim;
 pub use stack::{Stack, StackOptions};
 pub use template::{render, yaml_string};
 pub use upstream::{Received, STATUS_HEADER, Upstream};
+pub use validate::{check_jsonschema, kubernetes_validate, venv_bin, yaml_documents};

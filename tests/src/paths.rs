@@ -43,6 +43,17 @@ pub fn test_hooks_wasm_path() -> PathBuf {
     )
 }
 
+/// The module built with `--features test-next-cache-format`, whose cache writes the format after the shipped
+/// module's: `$TOLLGATE_NEXT_FORMAT_WASM`, else `target/test-upgrade/wasm32-wasip1/release/tollgate.wasm`, where
+/// `scripts/test` builds it with `--target-dir target/test-upgrade`. Only for the test of upgrades.
+pub fn next_format_wasm_path() -> PathBuf {
+    built_module(
+        "TOLLGATE_NEXT_FORMAT_WASM",
+        workspace_root().join("target/test-upgrade/wasm32-wasip1/release/tollgate.wasm"),
+        "cargo build --release --target wasm32-wasip1 -p tollgate --features test-next-cache-format --target-dir target/test-upgrade",
+    )
+}
+
 /// `$variable` if set, else `default`; it must exist, and a build older than the sources is warned about.
 fn built_module(variable: &str, default: PathBuf, build: &str) -> PathBuf {
     let path = match std::env::var_os(variable) {

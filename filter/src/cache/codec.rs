@@ -1,15 +1,30 @@
 //! The binary form of an entry in shared data: small, versioned, and safe to read from anywhere.
 //!
 //! Every request on a cache hit decodes and re-encodes its entry, and every Envoy worker (and
-//! every past version of the module, after a reload) may have written it, so decoding trusts
-//! nothing: any malformed, truncated, over-long or other-version input is `None`, never a panic
-//! and never an allocation sized by the input.
+//! every other build of the module running in the same Envoy, during an upgrade) may have
+//! written it, so decoding trusts nothing: any malformed, truncated or over-long input is `None`,
+//! never a panic and never an allocation sized by the input.
 //!
-//! Layout (version 1); integers are LEB128 varints unless marked `u8`, strings are a varint
+//! # Formats across upgrades
+//!
+//! An entry carries the usage admitted but not reported yet, so a new build must never drop an
+//! older build's entries, and an older build (still serving connections while Envoy drains them,
+//! or brought back by a rollback) must never drop a newer one's:
+//!
+//! - every format starts with `u8 version · key` (the envelope, never changed), so any build
+//!   finds an entry's key ([`stored_key`]) and tells a format newer than its own ([`is_newer`]);
+//! - a build decodes every format from [`OLDEST_READABLE`] to [`VERSION`] and writes [`VERSION`]:
+//!   an older entry is carried over, pending usage and all, at its next write. A layout change
+//!   bumps [`VERSION`] and keeps the reader of the previous layout;
+//! - an entry of a newer format is left alone (`slots.rs`): its slot is never reused, requests of
+//!   its application are decided by 3scale one by one, and its report stays queued for a build
+//!   that reads it.
+//!
+//! Layout (version 2); integers are LEB128 varints unless marked `u8`, strings are a varint
 //! length and UTF-8 bytes, lists a varint count and their items:
 //!
 //! ```text
-//! header: u8 version = 1 · key · refreshed_at_ms · u8 flags (1 dirty, 2 refreshing)
+//! header: u8 version = 2 · key · refreshed_at_ms · u8 flags (1 dirty, 2 refreshing)
 //!         · refreshing_since_ms (only when flag 2)
 //! names: [name]                                   every metric name, once
 //! answer: u8 tag (0 authorized, 1 limits only, 2 denied, 3 unknown) · [u8 category · reason]
@@ -29,8 +44,17 @@ use crate::category::Category;
 use super::entry::{Answer, Entry, MAX_LINKS, MAX_REPORTS};
 use super::unreported::{Batch, MAX_BATCHES, Tally, Unreported, is_reportable_code};
 
-/// Bumped on any layout change: entries of another version decode to `None`.
+/// The format this build writes; bumped on any layout change.
+#[cfg(not(feature = "test-next-cache-format"))]
 pub const VERSION: u8 = 2;
+/// The module built for the end-to-end upgrade test writes format 3: format 2 plus one trailing
+/// byte, [`NEXT_FORMAT_TAIL`], so a format-2 build cannot read its entries and it must read both.
+#[cfg(feature = "test-next-cache-format")]
+pub const VERSION: u8 = 3;
+#[cfg(feature = "test-next-cache-format")]
+const NEXT_FORMAT_TAIL: u8 = 0x5a;
+/// The oldest format this build still decodes.
+pub const OLDEST_READABLE: u8 = 2;
 
 const FLAG_DIRTY: u8 = 1;
 const FLAG_REFRESHING: u8 = 2;
@@ -77,6 +101,8 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
     }
     write_tallies(&mut out, &names, &entry.unreported.awaiting);
     put_varint(&mut out, entry.unreported.awaiting_at_ms);
+    #[cfg(feature = "test-next-cache-format")]
+    out.push(NEXT_FORMAT_TAIL);
     // Only when there is some: an entry without accepted usage keeps the layout earlier modules read.
     if !entry.unreported.accepted.is_empty() {
         write_tallies(&mut out, &names, &entry.unreported.accepted);
@@ -106,7 +132,8 @@ pub fn answer_len(
 
 pub fn decode(bytes: &[u8]) -> Option<Entry> {
     let mut input = Reader { bytes };
-    if input.u8()? != VERSION {
+    let version = input.u8()?;
+    if !(OLDEST_READABLE..=VERSION).contains(&version) {
         return None;
     }
     let key = input.str()?.to_owned();
@@ -132,6 +159,10 @@ pub fn decode(bytes: &[u8]) -> Option<Entry> {
     let batches = read_batches(&mut input, &names)?;
     let awaiting = read_tallies(&mut input, &names)?;
     let awaiting_at_ms = input.varint()?;
+    #[cfg(feature = "test-next-cache-format")]
+    if version == 3 && input.u8()? != NEXT_FORMAT_TAIL {
+        return None;
+    }
     let (accepted, accepted_at_ms) = if input.bytes.is_empty() {
         (Vec::new(), 0)
     } else {
@@ -166,14 +197,18 @@ pub fn decode(bytes: &[u8]) -> Option<Entry> {
     })
 }
 
-/// The key stored in an encoded entry, without decoding the rest: enough to tell whether a
-/// slot holds the entry a request is looking for.
+/// The key stored in an encoded entry of any format, without decoding the rest: enough to tell
+/// whether a slot holds the entry a request is looking for.
 pub fn stored_key(bytes: &[u8]) -> Option<&str> {
     let mut input = Reader { bytes };
-    if input.u8()? != VERSION {
-        return None;
-    }
+    input.u8()?;
     input.str()
+}
+
+/// Whether `bytes` is an entry written by a newer build, in a format this one cannot read: it
+/// must be kept as it is, with the usage it holds.
+pub fn is_newer(bytes: &[u8]) -> bool {
+    bytes.first().is_some_and(|version| *version > VERSION)
 }
 
 /// The metric names of an entry, each once, referred to by index.

@@ -38,8 +38,9 @@
 //! and its hierarchy, 2 metrics pending under 3 codes) takes 129 bytes (asserted in the tests),
 //! so 100k applications fit in about 12 MB of values at that size.
 //!
-//! Decoding rejects other versions: after an upgrade that changes [`VERSION`], old
-//! entries (and their pending usage) read as empty slots.
+//! Entries outlive the build that wrote them: a build reads every older format from
+//! [`OLDEST_READABLE`] on and leaves newer ones alone, so an upgrade or a rollback of the module
+//! loses no pending usage (`codec.rs`).
 
 mod codec;
 mod entry;
@@ -51,7 +52,7 @@ pub mod slots;
 mod tests;
 mod unreported;
 
-pub use codec::{VERSION, stored_key};
+pub use codec::{OLDEST_READABLE, VERSION, is_newer, stored_key};
 pub use entry::{
     Admission, Answer, Entry, MAX_ANSWER_BYTES, MAX_KEY_BYTES, MAX_LINKS, MAX_REASON_BYTES,
     MAX_REPORTS,

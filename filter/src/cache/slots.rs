@@ -4,10 +4,14 @@
 //! `slots` keys (`<prefix>.slot.<n>`): that is its memory bound. An application's key hashes to a
 //! slot and may sit in any of the [`PROBES`] slots from there; each slot stores its entry's full
 //! key, so a reader never mistakes another application's entry for its own.
+//!
+//! An entry written by a newer build of the module, in a format this one cannot read, is never
+//! reused nor overwritten: updates of it answer [`Found::Busy`] (the request is decided by 3scale
+//! alone, its usage reported on its own) until a build that reads it takes it over.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
-use super::{Entry, PROBES, slot, stored_key};
+use super::{Entry, PROBES, VERSION, is_newer, slot, stored_key};
 use crate::store::{CAS_ATTEMPTS, SharedStore, StoreError};
 
 /// A slot number, the bytes it held, and their decoding.
@@ -21,6 +25,21 @@ thread_local! {
     /// exactly those bytes (no other worker wrote it since), the copy stands in for decoding, which
     /// is most of a cache hit's own work.
     static DECODED: RefCell<Vec<Decoded>> = const { RefCell::new(Vec::new()) };
+}
+
+thread_local! {
+    static WARNED_NEWER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Said once per VM: a newer build shares this Envoy's cache (an upgrade under way, or a rollback).
+fn warn_newer(bytes: &[u8]) {
+    if !WARNED_NEWER.replace(true) {
+        log::warn!(
+            "tollgate: the cache holds entries in format {} of a newer build (this one writes {VERSION}): \
+             they are kept with their usage, and their requests are decided by 3scale one by one",
+            bytes.first().copied().unwrap_or_default()
+        );
+    }
 }
 
 fn take_decoded(n: u32, bytes: &[u8]) -> Option<Entry> {
@@ -107,6 +126,10 @@ impl<S: SharedStore> Slots<'_, S> {
                 return Found::Missing;
             }
             let Some(mut entry) = take_decoded(n, &bytes).or_else(|| Entry::decode(&bytes)) else {
+                if is_newer(&bytes) {
+                    warn_newer(&bytes);
+                    return Found::Busy;
+                }
                 return Found::Missing;
             };
             let (result, write) = change(&mut entry);
@@ -169,6 +192,9 @@ impl<S: SharedStore> Slots<'_, S> {
         for probe in 0..PROBES {
             let n = slot(key, self.count, probe);
             let current = self.store.get(&self.slot_key(n));
+            if current.as_ref().is_some_and(|(bytes, _)| is_newer(bytes)) {
+                continue;
+            }
             match current
                 .as_ref()
                 .map(|(bytes, _)| (stored_key(bytes), Entry::decode(bytes)))
@@ -191,7 +217,7 @@ impl<S: SharedStore> Slots<'_, S> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::panic)]
+    #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
     use super::*;
     use crate::cache::{Answer, cache_key};
     use crate::credentials::Credentials;
@@ -234,6 +260,31 @@ mod tests {
             panic!()
         };
         assert_eq!(result.as_deref(), Some("Theirs"));
+    }
+
+    #[test]
+    fn an_entry_of_a_newer_build_is_never_overwritten_nor_reused() {
+        let store = MemoryStore::default();
+        let slots = Slots {
+            store: &store,
+            prefix: "t",
+            count: 16,
+        };
+        let key = cache_key("s", &Credentials::UserKey("k".into()), None);
+        let n = slots.place(&entry(&key), |_| {}).unwrap();
+        let mut newer = entry(&key).encode();
+        newer[0] = VERSION + 1;
+        store.set(&slots.slot_key(n), &newer, None).unwrap();
+        assert!(matches!(slots.update(&key, |e| ((), e.dirty)), Found::Busy));
+        // A refresh of the same application, or other applications probing the same slots.
+        let others: Vec<String> = (0..40)
+            .map(|i| cache_key("s", &Credentials::UserKey(format!("o{i}")), None))
+            .collect();
+        assert_ne!(slots.place(&entry(&key), |_| {}), Some(n));
+        for other in &others {
+            assert_ne!(slots.place(&entry(other), |_| {}), Some(n));
+        }
+        assert_eq!(store.get(&slots.slot_key(n)).unwrap().0, newer);
     }
 
     #[test]

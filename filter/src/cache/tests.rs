@@ -1036,12 +1036,25 @@ mod stored_form {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(Entry::decode(&longer).is_none());
-        let mut other_version = bytes.clone();
-        other_version[0] = VERSION + 1;
-        assert!(Entry::decode(&other_version).is_none());
-        assert_eq!(stored_key(&other_version), None);
+        let mut older = bytes.clone();
+        older[0] = OLDEST_READABLE - 1;
+        assert!(Entry::decode(&older).is_none());
+        assert!(!is_newer(&older));
         assert_eq!(stored_key(&[]), None);
         assert_eq!(stored_key(&[VERSION, 5, b'a']), None);
+    }
+
+    #[test]
+    fn entries_of_a_newer_format_are_recognised_by_their_key_but_not_decoded() {
+        let entry = full_entry();
+        let mut newer = entry.encode();
+        newer[0] = VERSION + 1;
+        newer.extend_from_slice(b"whatever a later layout holds");
+        assert!(Entry::decode(&newer).is_none());
+        assert!(is_newer(&newer));
+        assert_eq!(stored_key(&newer), Some(entry.key.as_str()));
+        assert!(!is_newer(&entry.encode()));
+        assert!(!is_newer(&[]));
     }
 
     #[test]

@@ -222,9 +222,16 @@ impl Flow {
                 self.ask(host, decided, Purpose::Fill { key })
             }
             Found::Busy => {
-                // Other workers keep writing this entry: this request is decided by 3scale alone.
+                // Other workers keep writing this entry, or a newer build of the module wrote it:
+                // this request is decided by 3scale alone, as in `per_request` mode (its response
+                // code, when reported, goes with its usage in a report of its own).
                 host.count(Stat::CacheUncachable);
-                self.ask(host, decided, Purpose::Authrep)
+                let purpose = if decided.info.service.report_response_codes {
+                    Purpose::Authorize
+                } else {
+                    Purpose::Authrep
+                };
+                self.ask(host, decided, purpose)
             }
         }
     }

@@ -755,6 +755,37 @@ mod cache_mode {
     }
 
     #[test]
+    fn an_entry_written_by_a_newer_build_is_left_alone_and_3scale_decides_with_the_code_reported() {
+        let host = FakeHost::default();
+        let config = config(r#"{"policy": "deny"}"#);
+        let mut flow = request(&host, &config, "a1");
+        host.answer(200, None, TINY);
+        flow.on_callout_response(&host, 7, 1, 0);
+        let crate::cache::slots::Found::Entry { slot, .. } =
+            slots(&host).update(&key("a1"), |_| ((), false))
+        else {
+            panic!("no entry")
+        };
+        let name = slots(&host).slot_key(slot);
+        let mut newer = host.store.get(&name).unwrap().0;
+        newer[0] = crate::cache::VERSION + 1;
+        host.store.set(&name, &newer, None).unwrap();
+        let calls = host.dispatched.borrow().len();
+        let mut flow = request(&host, &config, "a1");
+        assert_eq!(host.dispatched.borrow().len(), calls + 1, "3scale is asked");
+        assert_eq!(
+            host.callout_path(),
+            "/transactions/authorize.xml?service_token=secret-token&service_id=svc1&app_id=a1&usage%5Bhits%5D=1",
+            "authorize with the usage, so that the code is reported with it afterwards"
+        );
+        assert!(host.stats.borrow().contains(&Stat::CacheUncachable));
+        host.answer(200, None, TINY);
+        flow.on_callout_response(&host, 7, 1, 0);
+        assert!(host.resumed.get());
+        assert_eq!(host.store.get(&name).unwrap().0, newer, "left as it was");
+    }
+
+    #[test]
     fn an_application_the_cache_cannot_hold_is_decided_by_3scale_limits_and_all() {
         let host = FakeHost::default();
         let config = config(r#"{"policy": "deny"}"#);

@@ -15,3 +15,4 @@ mod outage;
 mod singleton;
 mod soak;
 mod support;
+mod upgrade;

@@ -148,7 +148,10 @@ fn place(snippet: &Snippet, value: &Value) -> Result<Value, String> {
     let object = value.as_object().cloned().unwrap_or_default();
     let keys: Vec<&str> = object.keys().map(String::as_str).collect();
     let items = value.as_array().cloned().unwrap_or_default();
-    if object.contains_key("services") {
+    if ["services", "apicast", "portal"]
+        .iter()
+        .any(|key| object.contains_key(*key))
+    {
         set_filter_config(&mut config, value);
     } else if keys == ["plans"] {
         let mut filter = filter_config(&mut config);

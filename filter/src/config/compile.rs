@@ -122,7 +122,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
 
 /// The most services one filter configuration may hold: beyond, a linear host match and the memory of
 /// every worker's copy of the configuration stop being small.
-const MAX_SERVICES: usize = 5_000;
+pub const MAX_SERVICES: usize = 5_000;
 
 /// The largest usage delta of one mapping rule.
 const MAX_DELTA: u64 = 1_000_000_000;
@@ -205,7 +205,7 @@ fn rule_warnings(rules: &[RawMappingRule], path: &str) -> Vec<String> {
 
 /// With one service answering for every host, route metadata, route names and the Host cannot
 /// change which service serves a request.
-fn sole_service(services: &[Rc<Service>]) -> Option<Rc<Service>> {
+pub(super) fn sole_service(services: &[Rc<Service>]) -> Option<Rc<Service>> {
     match services {
         [only] if only.hosts.iter().any(HostGlob::matches_every_host) => Some(Rc::clone(only)),
         _ => None,

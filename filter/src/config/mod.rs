@@ -20,7 +20,7 @@ use crate::glob::HostGlob;
 use crate::mapping::MappingRules;
 use crate::reply::Replies;
 
-pub use compile::ConfigError;
+pub use compile::{ConfigError, MAX_SERVICES};
 pub use raw::{Mode, Policy, Role};
 
 /// Default bound on buffered form bodies (credentials and rule conditions in POST forms).
@@ -28,7 +28,7 @@ pub const DEFAULT_FORM_BODY_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// The whole configuration of one filter instance, shared by every request of a VM.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub backend: Backend,
     pub services: Vec<Rc<Service>>,
@@ -81,7 +81,7 @@ pub struct FailurePolicy {
 }
 
 /// Where the 3scale Service Management API is, as an Envoy cluster.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Backend {
     pub cluster: String,
     pub authority: String,
@@ -90,7 +90,7 @@ pub struct Backend {
 }
 
 /// Names of the headers Tollgate sets for Envoy or the upstream. Incoming copies are always removed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct InternalHeaders {
     pub cluster: String,
     pub host: String,
@@ -184,5 +184,16 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         compile::load_tree(document, env)
+    }
+
+    /// This configuration serving `services` instead of its own (the admin portal's services,
+    /// compiled one version at a time).
+    pub fn with_services(&self, services: Vec<Rc<Service>>) -> Config {
+        Config {
+            uses_route_names: services.iter().any(|s| !s.route_names.is_empty()),
+            sole_service: compile::sole_service(&services),
+            services,
+            ..self.clone()
+        }
     }
 }

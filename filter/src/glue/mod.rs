@@ -16,13 +16,21 @@ use crate::flow::Flow;
 use crate::host::{Action, Host};
 use crate::hostcalls::{Abi, Adapter, MetricIds};
 use crate::portal;
+use crate::portal::adoption::Adoption;
 use crate::portal::fetch::Fetcher;
 use ffi::Wasm;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
     proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
-        Box::new(Root { id, config: None, background: None, portal: None, ids: Rc::default() })
+        Box::new(Root {
+            id,
+            config: None,
+            background: None,
+            portal: None,
+            adoption: Adoption::default(),
+            ids: Rc::default(),
+        })
     });
 }}
 
@@ -32,6 +40,8 @@ struct Root {
     background: Option<Background>,
     /// Set when the configuration follows the admin portal.
     portal: Option<Fetcher>,
+    /// The portal's services this VM serves, each with its version.
+    adoption: Adoption,
     ids: Rc<MetricIds>,
 }
 
@@ -75,6 +85,7 @@ impl RootContext for Root {
             }) => {
                 self.ids = Rc::new(MetricIds::register(&Wasm));
                 self.portal = None;
+                self.adoption = Adoption::default();
                 self.background = None;
                 self.config = None;
                 if let Some(config) = config {
@@ -160,21 +171,15 @@ impl Root {
     /// Switches to the configuration the portal's fetcher published, if there is a new one.
     fn adopt_published(&mut self) {
         let host = Adapter::new(Wasm, &self.ids);
-        let Some(fetcher) = &mut self.portal else {
+        let Some(fetcher) = &self.portal else {
             return;
         };
-        let Some(document) = fetcher.published(&host) else {
-            return;
-        };
-        fetcher.adopt(&document);
-        match portal::load(&document, &env) {
-            Ok(portal::Loaded {
-                config: Some(config),
-                warnings,
-                ..
-            }) => self.install(config, &warnings),
-            Ok(_) => log::error!("tollgate: portal: the published configuration has no services"),
-            Err(error) => log::error!("tollgate: portal: the published configuration: {error}"),
+        match self.adoption.next(&host, fetcher) {
+            None => {}
+            Some(Ok((config, warnings))) => self.install(config, &warnings),
+            Some(Err(error)) => {
+                log::error!("tollgate: portal: the published configuration: {error}")
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Following the admin portal: one VM per Envoy fetches the services' proxy configs, checks each
 //! new version with the same compiler as a local configuration, and publishes the result in shared
-//! data under a generation number; every VM adopts a new generation on its next tick.
+//! data under a generation number ([`publication`](super::publication)); every VM adopts a new
+//! generation on its next tick ([`adoption`](super::adoption)).
 //!
 //! * One fetcher per Envoy: the VM holding the lease (shared data, renewed every tick, taken over
 //!   when its holder stops renewing). The lease is per `portal` settings, and only VMs of the most
@@ -13,16 +14,23 @@
 //!   serving, the others update. A pin to a version the portal does not have is the same: an
 //!   error, and the service keeps its current version. Each is logged once and counted.
 //! * A VM loaded after a publication starts from the published configuration, so a new pin never
-//!   leaves requests without one.
+//!   leaves requests without one; a VM taking the lease over starts its rounds from it too.
+//! * A round costs little when little changed: answers are only skimmed ([`page`](super::page)),
+//!   a version already serving is neither parsed nor compiled again, and only new versions are
+//!   written to shared data.
 
 use base64::Engine;
 
-use crate::config::ConfigError;
+use std::rc::Rc;
+
 use crate::config::json::{Json, Number};
+use crate::config::{Config, ConfigError};
 use crate::host::Host;
 use crate::stats::Stat;
 
 use super::format;
+use super::page::{self, Item};
+use super::publication::{self, Live};
 use super::settings::PortalSettings;
 
 #[cfg(test)]
@@ -47,21 +55,15 @@ pub struct Fetcher {
     round: Option<Round>,
     /// The last good version of every service, in the portal's order.
     live: Vec<Live>,
+    /// The publication `live` is: another VM's, when it is newer, is read before a round.
+    live_generation: u64,
     /// Rejected versions and missing pins already logged.
     logged: Vec<(String, u64)>,
-    seen_generation: u64,
     /// Until this fetcher publishes once, what serves may come from other settings (a previous
     /// configuration): its first good round publishes even when no version changed.
     stale_base: bool,
     /// Live versions changed by the last publication, for the gauges.
     pub changed: Vec<(String, u64)>,
-}
-
-#[derive(Clone)]
-struct Live {
-    id: String,
-    version: u64,
-    content: Json,
 }
 
 #[derive(Default)]
@@ -98,8 +100,8 @@ impl Fetcher {
             next_round_ms: 0,
             round: None,
             live: Vec::new(),
+            live_generation: 0,
             logged: Vec::new(),
-            seen_generation: 0,
             stale_base: true,
             changed: Vec::new(),
         };
@@ -111,6 +113,11 @@ impl Fetcher {
         format!("{}.portal.{name}", self.prefix)
     }
 
+    /// The shared-data prefix of the publications.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Renews or takes the lease, and starts a round when one is due.
     pub fn tick(&mut self, host: &impl Host) {
         let now = host.now_ms();
@@ -118,6 +125,7 @@ impl Fetcher {
             return;
         }
         self.next_round_ms = now + self.settings.refresh_interval_ms;
+        self.catch_up(host);
         let mut round = Round::default();
         if self.follows_latest() {
             self.ask(host, &mut round, Ask::Page(1));
@@ -131,6 +139,18 @@ impl Fetcher {
         }
         host.count(Stat::PortalFetches);
         self.round = Some(round);
+    }
+
+    /// Starts from the latest publication when it is not this fetcher's (it took the lease over,
+    /// or its VM was loaded after it), so a round compares with what serves.
+    fn catch_up(&mut self, host: &impl Host) {
+        if publication::generation(host, &self.prefix) == self.live_generation {
+            return;
+        }
+        if let Some((generation, live)) = publication::load(host, &self.prefix) {
+            self.live = live;
+            self.live_generation = generation;
+        }
     }
 
     /// Whether any service follows `latest` (not every listed service is pinned).
@@ -239,10 +259,10 @@ impl Fetcher {
         let (_, ask) = round.pending.swap_remove(index);
         let response = host.callout_response(headers, body_size);
         match (&ask, response.status) {
-            (Ask::Page(page), Some(200)) => match proxy_configs(&response.body) {
+            (Ask::Page(number), Some(200)) => match self.proxy_configs(&response.body) {
                 Some(configs) => {
                     if configs.len() >= PER_PAGE {
-                        self.ask(host, &mut round, Ask::Page(page + 1));
+                        self.ask(host, &mut round, Ask::Page(number + 1));
                     }
                     round.fetched.extend(configs);
                 }
@@ -252,18 +272,16 @@ impl Fetcher {
                         .get_or_insert("the portal's answer is not a list of proxy configs".into());
                 }
             },
-            (Ask::Pin(_, _), Some(200)) => match serde_json::from_slice::<Json>(&response.body)
-                .ok()
-                .as_ref()
-                .and_then(proxy_config)
-            {
-                Some(config) => round.fetched.push(config),
-                None => {
-                    round
-                        .failure
-                        .get_or_insert("the portal's answer is not a proxy config".into());
+            (Ask::Pin(_, _), Some(200)) => {
+                match page::proxy_config(&response.body).and_then(|item| self.live_of(&item)) {
+                    Some(config) => round.fetched.push(config),
+                    None => {
+                        round
+                            .failure
+                            .get_or_insert("the portal's answer is not a proxy config".into());
+                    }
                 }
-            },
+            }
             (Ask::Pin(id, version), Some(404)) => self.missing_pin(host, id, *version),
             (_, status) => {
                 round.failure.get_or_insert(match status {
@@ -366,8 +384,44 @@ impl Fetcher {
 
     /// Whether `content` compiles as a service of this configuration.
     fn check(&self, content: &Json) -> Result<(), ConfigError> {
-        let document = self.document(vec![content.clone()]);
-        super::compile_layered(document, &self.env).map(|_| ())
+        self.compile(vec![content.clone()]).map(|_| ())
+    }
+
+    /// `contents` compiled as the services of this configuration, with what they ask for that
+    /// Tollgate does not do.
+    pub fn compile(&self, contents: Vec<Json>) -> Result<(Config, Vec<String>), ConfigError> {
+        super::compile_layered(self.document(contents), &self.env)
+    }
+
+    /// The services of a page, each version already serving taken as it is (not parsed again).
+    fn proxy_configs(&self, body: &[u8]) -> Option<Vec<Live>> {
+        page::proxy_configs(body)?
+            .iter()
+            .map(|item| self.live_of(item))
+            .collect()
+    }
+
+    fn live_of(&self, item: &Item<'_>) -> Option<Live> {
+        if let Some(live) = self
+            .live
+            .iter()
+            .find(|l| l.id == item.id && l.version == item.version)
+        {
+            return Some(live.clone());
+        }
+        let Json::Object(mut content) = item.content()? else {
+            return None;
+        };
+        content.retain(|(key, _)| key != VERSION_FIELD);
+        content.push((
+            VERSION_FIELD.into(),
+            Json::Number(Number::Unsigned(item.version)),
+        ));
+        Some(Live {
+            id: item.id.clone(),
+            version: item.version,
+            content: Rc::new(Json::Object(content)),
+        })
     }
 
     fn document(&self, contents: Vec<Json>) -> Json {
@@ -412,35 +466,45 @@ impl Fetcher {
         if (unchanged && !self.stale_base) || next.is_empty() {
             return;
         }
-        let document = self.document(next.iter().map(|l| l.content.clone()).collect());
-        let checked = super::compile_layered(document.clone(), &self.env);
-        if let Err(error) = checked {
+        if let Err(error) = self.check_together(&next) {
             host.count(Stat::PortalRejections);
             log::error!(
                 "tollgate: portal: the fetched services do not compile together ({error}); nothing changes"
             );
             return;
         }
-        let generation = host
-            .get(&self.key("generation"))
-            .and_then(|(v, _)| v.try_into().ok())
-            .map_or(0, u64::from_le_bytes)
-            + 1;
-        let mut text = String::new();
-        write(&document, &mut text);
-        if host
-            .set(&self.key("document"), text.as_bytes(), None)
-            .is_err()
-            || host
-                .set(&self.key("generation"), &generation.to_le_bytes(), None)
-                .is_err()
-        {
+        let Some(generation) = publication::publish(host, &self.prefix, &next, &self.live) else {
             log::error!("tollgate: portal: cannot publish in shared data; nothing changes");
             return;
-        }
+        };
+        self.live_generation = generation;
         self.stale_base = false;
+        self.log_changes(&next);
+        self.live = next;
+    }
+
+    /// Each new version was checked alone: together they can only be too many. Versions this
+    /// fetcher did not check (another configuration published them) are compiled with this one.
+    fn check_together(&self, next: &[Live]) -> Result<(), ConfigError> {
+        if next.len() > crate::config::MAX_SERVICES {
+            return Err(ConfigError {
+                path: "services".into(),
+                reason: format!(
+                    "{} services; at most {} per filter configuration",
+                    next.len(),
+                    crate::config::MAX_SERVICES
+                ),
+            });
+        }
+        if self.stale_base {
+            self.compile(next.iter().map(|l| (*l.content).clone()).collect())?;
+        }
+        Ok(())
+    }
+
+    fn log_changes(&mut self, next: &[Live]) {
         let env = &self.settings.environment;
-        for live in &next {
+        for live in next {
             let before = self.live.iter().find(|l| l.id == live.id);
             if before.is_none_or(|b| b.version != live.version) {
                 let from = before.map_or("none".into(), |b| format!("v{}", b.version));
@@ -464,53 +528,6 @@ impl Fetcher {
             );
             self.changed.push((gone.id.clone(), 0));
         }
-        self.live = next;
-    }
-
-    /// The published configuration, when a generation this VM has not adopted yet is there.
-    pub fn published(&mut self, host: &impl Host) -> Option<Vec<u8>> {
-        let generation = host
-            .get(&self.key("generation"))
-            .and_then(|(v, _)| v.try_into().ok())
-            .map(u64::from_le_bytes)?;
-        if generation == self.seen_generation {
-            return None;
-        }
-        self.seen_generation = generation;
-        host.get(&self.key("document"))
-            .map(|(v, _)| v)
-            .filter(|v| !v.is_empty())
-    }
-
-    /// Adopts what was live in the published configuration (a VM started after it), so that its
-    /// rounds compare with what serves.
-    pub fn adopt(&mut self, document: &[u8]) {
-        let Ok(Json::Object(members)) = serde_json::from_slice::<Json>(document) else {
-            return;
-        };
-        let Some(Json::Object(section)) = format::get(&members, "apicast") else {
-            return;
-        };
-        if let Some(Json::Array(contents)) = format::get(section, "config") {
-            self.live = contents
-                .iter()
-                .filter_map(|content| {
-                    let Json::Object(fields) = content else {
-                        return None;
-                    };
-                    let id = id_of(fields)?;
-                    let version = match format::get(fields, VERSION_FIELD) {
-                        Some(Json::Number(Number::Unsigned(v))) => *v,
-                        _ => 0,
-                    };
-                    Some(Live {
-                        id,
-                        version,
-                        content: content.clone(),
-                    })
-                })
-                .collect();
-        }
     }
 }
 
@@ -523,44 +540,6 @@ fn id_of(fields: &[(String, Json)]) -> Option<String> {
         Json::String(s) => Some(s.clone()),
         _ => None,
     }
-}
-
-fn proxy_configs(body: &[u8]) -> Option<Vec<Live>> {
-    let Ok(Json::Object(members)) = serde_json::from_slice::<Json>(body) else {
-        return None;
-    };
-    let Some(Json::Array(items)) = format::get(&members, "proxy_configs") else {
-        return None;
-    };
-    items.iter().map(proxy_config).collect()
-}
-
-/// `{"proxy_config": {"version": N, "content": {...}}}`, the version recorded in the content.
-fn proxy_config(item: &Json) -> Option<Live> {
-    let Json::Object(wrapper) = item else {
-        return None;
-    };
-    let Some(Json::Object(config)) = format::get(wrapper, "proxy_config") else {
-        return None;
-    };
-    let Some(Json::Number(Number::Unsigned(version))) = format::get(config, "version") else {
-        return None;
-    };
-    let Some(Json::Object(content)) = format::get(config, "content") else {
-        return None;
-    };
-    let id = id_of(content)?;
-    let mut content = content.clone();
-    content.retain(|(key, _)| key != VERSION_FIELD);
-    content.push((
-        VERSION_FIELD.into(),
-        Json::Number(Number::Unsigned(*version)),
-    ));
-    Some(Live {
-        id,
-        version: *version,
-        content: Json::Object(content),
-    })
 }
 
 fn without(document: Json, keys: &[&str]) -> Json {

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use super::Fetcher;
 use crate::config::json::Json;
 use crate::host::{CalloutResponse, DispatchError, Host};
+use crate::portal::adoption::Adoption;
 use crate::portal::settings;
 use crate::stats::{Histogram, Stat};
 use crate::store::memory::MemoryStore;
@@ -168,11 +169,13 @@ fn fetcher(host: &FakeHost, section: &str, nonce: u32) -> Fetcher {
 const SECTION: &str =
     r#"{"cluster": "portal", "access_token": "the-token", "refresh_interval_ms": 1000}"#;
 
-/// The published document's services: id → first pattern.
-fn published(fetcher: &mut Fetcher, host: &FakeHost) -> Option<Vec<(String, String)>> {
-    let document = fetcher.published(host)?;
-    let loaded = crate::portal::load(&document, &no_env).unwrap();
-    let config = loaded.config.unwrap();
+/// The services of the latest publication as a VM adopts it: id → first pattern.
+fn published(
+    adoption: &mut Adoption,
+    fetcher: &Fetcher,
+    host: &FakeHost,
+) -> Option<Vec<(String, String)>> {
+    let (config, _) = adoption.next(host, fetcher)?.unwrap();
     Some(
         config
             .services
@@ -205,10 +208,11 @@ fn pages_through_the_account_and_publishes_a_generation() {
     let store = Rc::new(MemoryStore::default());
     let now = Rc::new(Cell::new(1));
     let host = FakeHost::new(&store, &now, portal);
+    let mut adoption = Adoption::default();
     let mut fetcher = fetcher(&host, SECTION, 1);
     fetcher.tick(&host);
     host.deliver(&mut fetcher);
-    let services = published(&mut fetcher, &host).unwrap();
+    let services = published(&mut adoption, &fetcher, &host).unwrap();
     assert_eq!(services.len(), 501);
     assert_eq!(services[500], ("2000".to_string(), "/b".to_string()));
     assert_eq!(host.stat(Stat::PortalFetches), 1);
@@ -216,7 +220,7 @@ fn pages_through_the_account_and_publishes_a_generation() {
     now.set(2000);
     fetcher.tick(&host);
     host.deliver(&mut fetcher);
-    assert!(published(&mut fetcher, &host).is_none());
+    assert!(published(&mut adoption, &fetcher, &host).is_none());
 }
 
 #[test]
@@ -236,6 +240,7 @@ fn one_fetcher_per_envoy_and_a_new_version_rejected_alone() {
     let now = Rc::new(Cell::new(1));
     let host = FakeHost::new(&store, &now, Rc::clone(&portal));
     let other = FakeHost::new(&store, &now, portal);
+    let mut adoption = Adoption::default();
     let mut first = fetcher(&host, SECTION, 1);
     let mut second = fetcher(&other, SECTION, 2);
     first.tick(&host);
@@ -247,7 +252,7 @@ fn one_fetcher_per_envoy_and_a_new_version_rejected_alone() {
     );
     host.deliver(&mut first);
     assert_eq!(
-        published(&mut second, &other).unwrap(),
+        published(&mut adoption, &second, &other).unwrap(),
         [("16".into(), "/v1".into()), ("17".into(), "/w1".into())]
     );
 
@@ -257,7 +262,7 @@ fn one_fetcher_per_envoy_and_a_new_version_rejected_alone() {
     first.tick(&host);
     host.deliver(&mut first);
     assert_eq!(
-        published(&mut second, &other).unwrap(),
+        published(&mut adoption, &second, &other).unwrap(),
         [("16".into(), "/v1".into()), ("17".into(), "/w2".into())]
     );
     assert_eq!(host.stat(Stat::PortalRejections), 1);
@@ -269,7 +274,7 @@ fn one_fetcher_per_envoy_and_a_new_version_rejected_alone() {
     first.tick(&down);
     down.deliver(&mut first);
     assert_eq!(down.stat(Stat::PortalErrors), 1);
-    assert!(published(&mut second, &other).is_none());
+    assert!(published(&mut adoption, &second, &other).is_none());
 }
 
 #[test]
@@ -285,6 +290,7 @@ fn a_missing_pin_keeps_the_current_version() {
     let now = Rc::new(Cell::new(1));
     let host = FakeHost::new(&store, &now, portal);
     let pinned = r#"{"cluster": "portal", "access_token": "the-token", "services": [16], "versions": {"16": 1}}"#;
+    let mut adoption = Adoption::default();
     let mut fetcher = fetcher(&host, pinned, 1);
     fetcher.tick(&host);
     assert!(
@@ -295,21 +301,59 @@ fn a_missing_pin_keeps_the_current_version() {
     );
     host.deliver(&mut fetcher);
     assert_eq!(
-        published(&mut fetcher, &host).unwrap(),
+        published(&mut adoption, &fetcher, &host).unwrap(),
         [("16".into(), "/v1".into())]
     );
 
     // A configuration update pins a version that does not exist: v1 keeps serving.
     let missing = r#"{"cluster": "portal", "access_token": "the-token", "services": [16], "versions": {"16": 9}}"#;
     let mut updated = self::fetcher(&host, missing, 2);
-    let document = updated.published(&host).unwrap();
-    updated.adopt(&document);
     now.set(100_000);
     updated.tick(&host);
     host.deliver(&mut updated);
     assert_eq!(host.stat(Stat::PortalRejections), 1);
     assert_eq!(
-        published(&mut updated, &host).unwrap(),
+        published(&mut adoption, &updated, &host).unwrap(),
         [("16".into(), "/v1".into())]
+    );
+}
+
+#[test]
+fn a_vm_compiles_only_the_versions_it_does_not_serve_yet() {
+    let version = Rc::new(Cell::new(1u64));
+    let seen = Rc::clone(&version);
+    let portal: Rc<Portal> = Rc::new(move |_: &str| {
+        let v = seen.get();
+        (
+            200,
+            page(&[config(16, 1, "/v1"), config(17, v, &format!("/w{v}"))]),
+        )
+    });
+    let store = Rc::new(MemoryStore::default());
+    let now = Rc::new(Cell::new(1));
+    let host = FakeHost::new(&store, &now, portal);
+    let mut fetcher = fetcher(&host, SECTION, 1);
+    let mut adoption = Adoption::default();
+    fetcher.tick(&host);
+    host.deliver(&mut fetcher);
+    let (before, _) = adoption.next(&host, &fetcher).unwrap().unwrap();
+
+    version.set(2);
+    now.set(1500);
+    fetcher.tick(&host);
+    host.deliver(&mut fetcher);
+    let (after, _) = adoption.next(&host, &fetcher).unwrap().unwrap();
+    assert!(
+        Rc::ptr_eq(&before.services[0], &after.services[0]),
+        "16 kept as compiled"
+    );
+    assert!(!Rc::ptr_eq(&before.services[1], &after.services[1]));
+    assert_eq!(
+        after.services[1].mapping_rules.get(0).unwrap().pattern(),
+        "/w2"
+    );
+    assert!(
+        store.get("test.portal.service.17.1").unwrap().0.is_empty(),
+        "the replaced version's content is let go"
     );
 }

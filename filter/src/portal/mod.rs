@@ -12,8 +12,11 @@
 //! Whatever a service asks for that Tollgate does not do is named in one warning per service; with
 //! `"strict": true` it refuses the configuration instead, so nobody runs with a policy silently gone.
 
+pub mod adoption;
 pub mod fetch;
 mod format;
+mod page;
+pub mod publication;
 pub mod settings;
 #[cfg(test)]
 mod tests;

@@ -81,7 +81,7 @@ CONFIGURATIONS = [
     Configuration("envoy", "Envoy without the filter (the limit)", None),
     # Mode `cache` is the default; naming it keeps each row saying what it measures.
     Configuration("cache", "Tollgate, cache hits", {"mode": "cache"}),
-    # The peer's behaviour: one authrep per request (tracking response codes would add a report after each).
+    # threescale-wasm-auth's behaviour: one authrep per request (tracking response codes would add a report after each).
     Configuration("per_request", "Tollgate per-request (one authrep per request)", PEER),
     Configuration("cache_5ms", "Tollgate, cache hits, 3scale answering after 5 ms", {"mode": "cache"}, 5),
     Configuration("per_request_5ms", "Tollgate per-request, 3scale answering after 5 ms", PEER, 5),

@@ -95,7 +95,13 @@ impl RootContext for Root {
                     let prefix = key_prefix(self.config.as_deref(), &base);
                     let host = Adapter::new(Wasm, &self.ids);
                     let nonce = vm_nonce(&host, self.id);
-                    self.portal = Some(Fetcher::new(settings, base, &prefix, nonce, env, &host));
+                    let reporter = portal::is_reporter(&base);
+                    let fetcher = Fetcher::new(settings, base, &prefix, nonce, env, &host);
+                    self.portal = Some(if reporter {
+                        fetcher.preempting()
+                    } else {
+                        fetcher
+                    });
                     self.adopt_published();
                 }
                 let period = Duration::from_millis(

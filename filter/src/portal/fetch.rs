@@ -4,7 +4,8 @@
 //! generation on its next tick ([`adoption`](super::adoption)).
 //!
 //! * One fetcher per Envoy: the VM holding the lease (shared data, renewed every tick, taken over
-//!   when its holder stops renewing). The lease is per `portal` settings, and only VMs of the most
+//!   when its holder stops renewing); the reporter singleton takes it whenever it runs, so that
+//!   no worker spends request time on the portal. The lease is per `portal` settings, and only VMs of the most
 //!   recently loaded settings fetch, so a configuration update (a new pin) takes effect at once and
 //!   VMs of the old configuration, still draining, stop publishing.
 //! * A round asks the account's latest proxy configs page by page (500 per page) and each pinned
@@ -57,6 +58,11 @@ pub struct Fetcher {
     live: Vec<Live>,
     /// The publication `live` is: another VM's, when it is newer, is read before a round.
     live_generation: u64,
+    /// The pages of the last good round.
+    pages: Vec<Page>,
+    /// Takes the lease even while a worker holds it: the reporter singleton, whose thread serves
+    /// no request, does the parsing and checking instead of a worker.
+    preempts: bool,
     /// Rejected versions and missing pins already logged.
     logged: Vec<(String, u64)>,
     /// Until this fetcher publishes once, what serves may come from other settings (a previous
@@ -70,7 +76,16 @@ pub struct Fetcher {
 struct Round {
     pending: Vec<(u32, Ask)>,
     fetched: Vec<Live>,
+    pages: Vec<Page>,
     failure: Option<String>,
+}
+
+/// A page of an answer: its bytes, and the services read from them. A page whose bytes are those
+/// of the last good round is not parsed again.
+struct Page {
+    number: usize,
+    body: Vec<u8>,
+    services: Vec<Live>,
 }
 
 #[derive(Clone)]
@@ -101,6 +116,8 @@ impl Fetcher {
             round: None,
             live: Vec::new(),
             live_generation: 0,
+            pages: Vec::new(),
+            preempts: false,
             logged: Vec::new(),
             stale_base: true,
             changed: Vec::new(),
@@ -111,6 +128,12 @@ impl Fetcher {
 
     fn key(&self, name: &str) -> String {
         format!("{}.portal.{name}", self.prefix)
+    }
+
+    /// Makes this the fetcher of its Envoy whenever it runs (the reporter singleton's).
+    pub fn preempting(mut self) -> Fetcher {
+        self.preempts = true;
+        self
     }
 
     /// The shared-data prefix of the publications.
@@ -187,7 +210,7 @@ impl Fetcher {
             Some((_, cas)) => (0, 0, Some(*cas)),
             None => (0, 0, None),
         };
-        if holder != self.nonce && until > now {
+        if holder != self.nonce && until > now && !self.preempts {
             return false;
         }
         let mut value = self.nonce.to_le_bytes().to_vec();
@@ -259,12 +282,17 @@ impl Fetcher {
         let (_, ask) = round.pending.swap_remove(index);
         let response = host.callout_response(headers, body_size);
         match (&ask, response.status) {
-            (Ask::Page(number), Some(200)) => match self.proxy_configs(&response.body) {
+            (Ask::Page(number), Some(200)) => match self.page(*number, &response.body) {
                 Some(configs) => {
                     if configs.len() >= PER_PAGE {
                         self.ask(host, &mut round, Ask::Page(number + 1));
                     }
-                    round.fetched.extend(configs);
+                    round.fetched.extend(configs.iter().cloned());
+                    round.pages.push(Page {
+                        number: *number,
+                        body: response.body,
+                        services: configs,
+                    });
                 }
                 None => {
                     round
@@ -273,7 +301,7 @@ impl Fetcher {
                 }
             },
             (Ask::Pin(_, _), Some(200)) => {
-                match page::proxy_config(&response.body).and_then(|item| self.live_of(&item)) {
+                match page::proxy_config(&response.body).map(|item| self.live_of(item)) {
                     Some(config) => round.fetched.push(config),
                     None => {
                         round
@@ -330,6 +358,7 @@ impl Fetcher {
             );
             return;
         }
+        self.pages = round.pages;
         let mut next: Vec<Live> = Vec::new();
         for fetched in round.fetched {
             let wanted = self
@@ -393,35 +422,43 @@ impl Fetcher {
         super::compile_layered(self.document(contents), &self.env)
     }
 
-    /// The services of a page, each version already serving taken as it is (not parsed again).
-    fn proxy_configs(&self, body: &[u8]) -> Option<Vec<Live>> {
-        page::proxy_configs(body)?
+    /// The services of page `number`: those of the last good round when its bytes are the same.
+    fn page(&self, number: usize, body: &[u8]) -> Option<Vec<Live>> {
+        match self
+            .pages
             .iter()
-            .map(|item| self.live_of(item))
-            .collect()
+            .find(|page| page.number == number && page.body == body)
+        {
+            Some(page) => Some(page.services.clone()),
+            None => self.proxy_configs(body),
+        }
     }
 
-    fn live_of(&self, item: &Item<'_>) -> Option<Live> {
+    /// The services of a page, each version already serving taken as it is.
+    fn proxy_configs(&self, body: &[u8]) -> Option<Vec<Live>> {
+        let items = page::proxy_configs(body)?;
+        Some(items.into_iter().map(|item| self.live_of(item)).collect())
+    }
+
+    fn live_of(&self, item: Item) -> Live {
         if let Some(live) = self
             .live
             .iter()
             .find(|l| l.id == item.id && l.version == item.version)
         {
-            return Some(live.clone());
+            return live.clone();
         }
-        let Json::Object(mut content) = item.content()? else {
-            return None;
-        };
+        let mut content = item.content;
         content.retain(|(key, _)| key != VERSION_FIELD);
         content.push((
             VERSION_FIELD.into(),
             Json::Number(Number::Unsigned(item.version)),
         ));
-        Some(Live {
-            id: item.id.clone(),
+        Live {
+            id: item.id,
             version: item.version,
             content: Rc::new(Json::Object(content)),
-        })
+        }
     }
 
     fn document(&self, contents: Vec<Json>) -> Json {

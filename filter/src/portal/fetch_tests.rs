@@ -357,3 +357,30 @@ fn a_vm_compiles_only_the_versions_it_does_not_serve_yet() {
         "the replaced version's content is let go"
     );
 }
+
+#[test]
+fn the_reporter_singleton_takes_the_lease_from_a_worker() {
+    let portal: Rc<Portal> = Rc::new(|_: &str| (200, page(&[config(16, 1, "/v1")])));
+    let store = Rc::new(MemoryStore::default());
+    let now = Rc::new(Cell::new(1));
+    let worker_host = FakeHost::new(&store, &now, Rc::clone(&portal));
+    let reporter_host = FakeHost::new(&store, &now, portal);
+    let mut worker = fetcher(&worker_host, SECTION, 1);
+    let mut reporter = fetcher(&reporter_host, SECTION, 2).preempting();
+    worker.tick(&worker_host);
+    assert_eq!(
+        worker_host.sent.borrow().len(),
+        1,
+        "the worker fetches first"
+    );
+    worker_host.deliver(&mut worker);
+    now.set(1500);
+    reporter.tick(&reporter_host);
+    assert_eq!(
+        reporter_host.sent.borrow().len(),
+        1,
+        "the reporter takes over"
+    );
+    worker.tick(&worker_host);
+    assert!(worker_host.sent.borrow().is_empty(), "and keeps it");
+}

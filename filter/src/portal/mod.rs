@@ -473,7 +473,18 @@ fn to_value(json: Json) -> serde_json::Value {
 
 /// The shared-data key prefix a document without services of its own configures.
 pub fn key_prefix(base: &Json) -> String {
-    Config::load_tree(with_probe(base.clone()), &|_| None)
-        .map(|config| config.cache.key_prefix)
-        .unwrap_or_else(|_| "tollgate.v1".to_string())
+    probe(base).map_or_else(
+        || "tollgate.v1".to_string(),
+        |config| config.cache.key_prefix,
+    )
+}
+
+/// Whether the document configures the reporter singleton (which fetches in preference to the
+/// workers: its thread serves no request).
+pub fn is_reporter(base: &Json) -> bool {
+    probe(base).is_some_and(|config| config.role == crate::config::Role::Reporter)
+}
+
+fn probe(base: &Json) -> Option<Config> {
+    Config::load_tree(with_probe(base.clone()), &|_| None).ok()
 }

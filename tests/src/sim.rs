@@ -294,6 +294,37 @@ impl Sim {
         self.expect_success("PUT /_sim/clock", &request);
     }
 
+    /// Makes the next seconds of a test fall in one minute of 3scale's clock: the simulator's clock frozen 5 s into
+    /// the current minute; an external backend's clock (which cannot be frozen) waited on, when fewer than 25 s of
+    /// the minute are left.
+    pub fn within_one_minute(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.is_external() {
+            if now % 60 > 35 {
+                std::thread::sleep(Duration::from_secs(61 - now % 60));
+            }
+            return;
+        }
+        self.freeze_clock(json!(now - now % 60 + 5));
+    }
+
+    /// A name for an application this test creates: as given against the simulator (fresh for each test), made
+    /// unique to this run against an external backend (which keeps what earlier runs created and counted).
+    pub fn fresh_name(&self, name: &str) -> String {
+        if !self.is_external() {
+            return name.to_owned();
+        }
+        static RUN: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+        let run = RUN.get_or_init(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        });
+        format!("{name}-{run}")
+    }
+
     /// Moves the clock forward (or back) by `seconds`.
     pub fn advance_clock(&self, seconds: i64) {
         let request = Request::put("/_sim/clock").json(&json!({ "advance_s": seconds }));

@@ -56,6 +56,9 @@ fn send_traffic(stack: &Stack) -> Expected {
 
 #[test]
 fn the_singleton_reporter_flushes_and_reports_arrive_exactly() {
+    if tollgate_e2e::skip_without_simulator("counters") {
+        return;
+    }
     let stack = start(SINGLETON_TEMPLATE);
     let mut cases = Cases::new("singleton reporter");
     cases.case("the config passes envoy --mode validate", || {

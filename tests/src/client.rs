@@ -1,7 +1,7 @@
 //! A raw HTTP/1.1 client: one request per connection (`connection: close`), bytes in, bytes out.
 
 use std::io::{self, BufReader, ErrorKind, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use crate::wire::{self, Framing};
@@ -181,16 +181,20 @@ impl Response {
 
 /// Sends `request` to 127.0.0.1:`port` and reads the whole response (10 s timeout).
 pub fn send(port: u16, request: &Request) -> io::Result<Response> {
-    exchange(port, &request.method, &request.to_bytes())
+    send_to(SocketAddr::from(([127, 0, 0, 1], port)), request)
+}
+
+/// [`send`] to another address.
+pub fn send_to(address: SocketAddr, request: &Request) -> io::Result<Response> {
+    exchange(address, &request.method, &request.to_bytes())
 }
 
 /// Sends raw bytes (for requests [`Request`] cannot express) and reads the response as the answer to `GET`.
 pub fn send_raw(port: u16, bytes: &[u8]) -> io::Result<Response> {
-    exchange(port, "GET", bytes)
+    exchange(SocketAddr::from(([127, 0, 0, 1], port)), "GET", bytes)
 }
 
-fn exchange(port: u16, method: &str, bytes: &[u8]) -> io::Result<Response> {
-    let address = ("127.0.0.1", port);
+fn exchange(address: SocketAddr, method: &str, bytes: &[u8]) -> io::Result<Response> {
     let stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;

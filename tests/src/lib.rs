@@ -8,6 +8,7 @@
 //! A typical test file builds a [`Stack`] from a template under `tests/` and drives it with [`Request`]s, grouping
 //! related checks in [`Cases`] so one run reports every failure.
 
+mod backend;
 mod cases;
 mod client;
 mod envoy;
@@ -23,8 +24,11 @@ mod upstream;
 mod validate;
 mod wire;
 
+pub use backend::{
+    BACKEND_VAR, External, NeedsSimulator, external_backend, skip_without_simulator,
+};
 pub use cases::Cases;
-pub use client::{Request, Response, send, send_raw};
+pub use client::{Request, Response, send, send_raw, send_to};
 pub use envoy::{Envoy, EnvoyOptions, envoy_expect_rejected};
 pub use load::{Connection, Load, LoadSpec, Sample, run_load};
 pub use paths::{

@@ -1,14 +1,18 @@
 //! `tollgate-sim`, the stand-in 3scale backend, as a child process, plus its internal API (`/_sim/...`) for
-//! assertions and fault injection.
+//! assertions and fault injection. With `TOLLGATE_E2E_BACKEND` set, the backend named there instead (see
+//! `backend.rs`): seeded the same way, without the simulator's own API.
 
 use std::fs::File;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::client::{Request, Response, send};
+use crate::backend::{External, external_backend, needs_simulator};
+use crate::client::{Request, Response, send, send_to};
 use crate::paths::sim_binary;
 use crate::process::{tail, terminate, wait_until};
 use crate::scratch::Scratch;
@@ -21,6 +25,8 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Sim {
     pub port: u16,
+    /// The external backend used instead of a simulator of this test's own.
+    external: Option<&'static External>,
     seed: Option<PathBuf>,
     child: Option<Child>,
     scratch: Scratch,
@@ -43,16 +49,68 @@ impl Sim {
         }
         let mut sim = Sim {
             port: 0,
+            external: external_backend(),
             seed,
             child: None,
             scratch: Scratch::new("sim"),
         };
-        sim.restart();
+        match sim.external {
+            Some(backend) => sim.seed_external(backend),
+            None => sim.restart(),
+        }
         sim
+    }
+
+    /// Whether this is an external backend (`TOLLGATE_E2E_BACKEND`), not a simulator of the test's own.
+    pub fn is_external(&self) -> bool {
+        self.external.is_some()
+    }
+
+    /// Where the backend listens: 127.0.0.1:`port`, or the external backend's address.
+    pub fn address(&self) -> SocketAddr {
+        self.external.map_or_else(
+            || SocketAddr::from(([127, 0, 0, 1], self.port)),
+            |backend| backend.address,
+        )
+    }
+
+    /// Loads the seed into the external backend through its internal API (`tollgate-sim seed --into`), once per
+    /// seed file and test process: loading it again while another test runs would undo that test's changes
+    /// (a suspended application, a removed key).
+    fn seed_external(&mut self, backend: &External) {
+        static SEEDED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+        self.port = backend.address.port();
+        let Some(seed) = &self.seed else {
+            return;
+        };
+        let mut seeded = SEEDED.lock().unwrap_or_else(PoisonError::into_inner);
+        if seeded.contains(seed) {
+            return;
+        }
+        seeded.push(seed.clone());
+        let output = Command::new(sim_binary())
+            .args(["seed", "--into", &backend.url])
+            .arg(seed)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run tollgate-sim seed: {e}"));
+        assert!(
+            output.status.success(),
+            "seeding {} with {} failed:\n{}",
+            backend.url,
+            seed.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// Stops the process (SIGTERM, then SIGKILL); its port refuses connections until [`Sim::restart`].
     pub fn stop(&mut self) {
+        if self.is_external() {
+            needs_simulator("process (a stop)");
+        }
+        self.kill();
+    }
+
+    fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             terminate(&mut child, STOP_GRACE);
         }
@@ -61,6 +119,9 @@ impl Sim {
     /// Starts the simulator again on the same port with the same seed (stopping it first if needed). State that
     /// the simulator only keeps in memory is lost, as after a backend restart.
     pub fn restart(&mut self) {
+        if self.is_external() {
+            needs_simulator("process (a restart)");
+        }
         self.stop();
         let output = File::options()
             .create(true)
@@ -121,7 +182,10 @@ impl Sim {
 
     /// Sends any request to the simulator; panics when it does not answer.
     pub fn send(&self, request: &Request) -> Response {
-        send(self.port, request)
+        if self.is_external() && request.path.starts_with("/_sim") {
+            needs_simulator(&format!("own API ({} {})", request.method, request.path));
+        }
+        send_to(self.address(), request)
             .unwrap_or_else(|e| panic!("tollgate-sim {} {}: {e}", request.method, request.path))
     }
 
@@ -230,6 +294,37 @@ impl Sim {
         self.expect_success("PUT /_sim/clock", &request);
     }
 
+    /// Makes the next seconds of a test fall in one minute of 3scale's clock: the simulator's clock frozen 5 s into
+    /// the current minute; an external backend's clock (which cannot be frozen) waited on, when fewer than 25 s of
+    /// the minute are left.
+    pub fn within_one_minute(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.is_external() {
+            if now % 60 > 35 {
+                std::thread::sleep(Duration::from_secs(61 - now % 60));
+            }
+            return;
+        }
+        self.freeze_clock(json!(now - now % 60 + 5));
+    }
+
+    /// A name for an application this test creates: as given against the simulator (fresh for each test), made
+    /// unique to this run against an external backend (which keeps what earlier runs created and counted).
+    pub fn fresh_name(&self, name: &str) -> String {
+        if !self.is_external() {
+            return name.to_owned();
+        }
+        static RUN: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+        let run = RUN.get_or_init(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        });
+        format!("{name}-{run}")
+    }
+
     /// Moves the clock forward (or back) by `seconds`.
     pub fn advance_clock(&self, seconds: i64) {
         let request = Request::put("/_sim/clock").json(&json!({ "advance_s": seconds }));
@@ -254,7 +349,7 @@ impl Sim {
 
 impl Drop for Sim {
     fn drop(&mut self) {
-        self.stop();
+        self.kill();
     }
 }
 

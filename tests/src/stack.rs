@@ -20,7 +20,7 @@ use crate::upstream::Upstream;
 ///
 /// The template (a path, relative to the workspace root unless absolute) may use:
 /// `{{ADMIN_PORT}}`, `{{LISTEN_PORT}}` (both rendered as `0`: Envoy picks free ports and the harness reads them
-/// back), `{{SIM_PORT}}`, `{{STAGING_PORT}}`, `{{PRODUCTION_PORT}}`, `{{WASM_PATH}}`, `{{FILTER_CONFIG}}` (the filter
+/// back), `{{SIM_ADDRESS}}` and `{{SIM_PORT}}` (the 3scale backend: the simulator, or `TOLLGATE_E2E_BACKEND`), `{{STAGING_PORT}}`, `{{PRODUCTION_PORT}}`, `{{WASM_PATH}}`, `{{FILTER_CONFIG}}` (the filter
 /// config as a double-quoted YAML scalar: write `value: {{FILTER_CONFIG}}` without quotes), `{{ACCESS_LOG}}` (a file
 /// path, read back with [`Stack::access_log`]) and every name in `extra_vars`.
 #[derive(Debug, Clone)]
@@ -80,6 +80,7 @@ impl Stack {
             ("ADMIN_PORT", "0".to_owned()),
             ("LISTEN_PORT", "0".to_owned()),
             ("SIM_PORT", sim.port.to_string()),
+            ("SIM_ADDRESS", sim.address().ip().to_string()),
             ("STAGING_PORT", staging.port.to_string()),
             ("PRODUCTION_PORT", production.port.to_string()),
             (

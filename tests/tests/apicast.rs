@@ -38,6 +38,9 @@ fn get(path: &str) -> Request {
 
 #[test]
 fn a_portal_export_serves_as_apicast_would() {
+    if tollgate_e2e::skip_without_simulator("request log") {
+        return;
+    }
     let options = StackOptions::new(TEMPLATE, config(), SEED);
     let mut options = options;
     let jwks = workspace_root().join("tests/fixtures/jwt/jwks.json");

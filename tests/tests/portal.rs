@@ -249,6 +249,9 @@ fn seed_file(scratch: &Scratch, seed: &Value) -> std::path::PathBuf {
 
 #[test]
 fn follows_the_portal_across_versions_workers_and_failures() {
+    if tollgate_e2e::skip_without_simulator("admin portal") {
+        return;
+    }
     let scratch = Scratch::new("portal-seed");
     let seed = seed_file(&scratch, &portal_seed(&[16, 17]));
     let portal = Portal::start(free_port(), &seed);
@@ -331,6 +334,9 @@ fn follows_the_portal_across_versions_workers_and_failures() {
 
 #[test]
 fn the_portal_down_at_boot_answers_config_unavailable_until_it_comes() {
+    if tollgate_e2e::skip_without_simulator("admin portal") {
+        return;
+    }
     let port = free_port();
     let world = start(&[16], port, 1, "warn");
     let r = world.get(16, "/v1");
@@ -348,6 +354,9 @@ fn the_portal_down_at_boot_answers_config_unavailable_until_it_comes() {
 
 #[test]
 fn pages_through_1200_services() {
+    if tollgate_e2e::skip_without_simulator("admin portal") {
+        return;
+    }
     let ids: Vec<u64> = (1000..2200).collect();
     let scratch = Scratch::new("portal-seed");
     let portal = Portal::start(free_port(), &seed_file(&scratch, &portal_seed(&ids)));
@@ -360,6 +369,9 @@ fn pages_through_1200_services() {
 
 #[test]
 fn a_pin_rolls_back_and_a_missing_version_keeps_the_current_one() {
+    if tollgate_e2e::skip_without_simulator("admin portal") {
+        return;
+    }
     let scratch = Scratch::new("portal-seed");
     let mut seed = portal_seed(&[16]);
     seed["portal"]["services"][0]["production"] = json!([content(16, "/v1"), content(16, "/v2")]);

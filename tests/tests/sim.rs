@@ -18,6 +18,9 @@ fn hits_this_minute(sim: &Sim) -> u64 {
 
 #[test]
 fn sim_is_seeded_observed_faulted_and_restarted() {
+    if tollgate_e2e::skip_without_simulator("process, counters and faults") {
+        return;
+    }
     let mut sim = Sim::start(&workspace_root().join(SEED));
     let mut cases = Cases::new("tollgate-sim through the harness");
     cases.case("status answers", || {
@@ -97,6 +100,9 @@ fn sim_is_seeded_observed_faulted_and_restarted() {
 
 #[test]
 fn an_empty_sim_is_seeded_through_the_internal_api() {
+    if tollgate_e2e::skip_without_simulator("counters (an empty backend of its own)") {
+        return;
+    }
     let sim = Sim::start_empty();
     let (status, _) = sim.post_json(
         "/internal/services/",
@@ -122,6 +128,9 @@ fn an_empty_sim_is_seeded_through_the_internal_api() {
 
 #[test]
 fn stack_puts_envoy_in_front_of_the_upstreams_and_the_sim() {
+    if tollgate_e2e::skip_without_simulator("counters") {
+        return;
+    }
     let stack = Stack::start(StackOptions {
         concurrency: 2,
         ..StackOptions::new(

@@ -203,6 +203,9 @@ fn hits_of(stack: &Stack, service: &str, app: &str) -> u64 {
 
 #[test]
 fn every_failure_policy_under_every_fault_mode() {
+    if tollgate_e2e::skip_without_simulator("faults") {
+        return;
+    }
     let stack = start(policies_config(), 1);
     let mut allowed = Allowed::new();
     // Entries that will be past every horizon (4 s; 3 s for stale.test) when the faults come.
@@ -332,6 +335,9 @@ fn every_failure_policy_under_every_fault_mode() {
 
 #[test]
 fn a_vm_reload_loses_no_pending_usage() {
+    if tollgate_e2e::skip_without_simulator("counters") {
+        return;
+    }
     let config = filter_config(
         json!({ "report_interval_ms": 5000 }),
         1000,

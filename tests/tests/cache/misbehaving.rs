@@ -24,6 +24,9 @@ fn items(app: &str, key: &str) -> Request {
 
 #[test]
 fn answers_cut_after_their_headers_or_trickling_get_the_failure_policy_in_time() {
+    if tollgate_e2e::skip_without_simulator("faults") {
+        return;
+    }
     let config = filter_config(
         json!({ "report_interval_ms": 300 }),
         TIMEOUT_MS,
@@ -117,6 +120,9 @@ fn slowest_ready(stack: &Stack, busy: impl FnOnce()) -> Duration {
 
 #[test]
 fn reports_answered_in_seconds_do_not_stall_envoy() {
+    if tollgate_e2e::skip_without_simulator("faults") {
+        return;
+    }
     // Reports every second, answered after 4.5 s (within their 5 s timeout): every application soon has its
     // maximum of reports in flight, and more usage waiting.
     let config = filter_config(
@@ -171,6 +177,9 @@ fn reports_answered_in_seconds_do_not_stall_envoy() {
 
 #[test]
 fn an_application_is_asked_once_per_envoy_not_once_per_worker() {
+    if tollgate_e2e::skip_without_simulator("counters") {
+        return;
+    }
     let config = filter_config(json!({}), TIMEOUT_MS, vec![cache_service()]);
     let stack = start(config, 2);
     assert_eq!(stack.send(&items("app-000", "key-000")).status, 200);
@@ -203,6 +212,9 @@ fn an_application_is_asked_once_per_envoy_not_once_per_worker() {
 
 #[test]
 fn a_fresh_vm_decides_from_the_cache_while_3scale_is_down() {
+    if tollgate_e2e::skip_without_simulator("refusal fault") {
+        return;
+    }
     let config = filter_config(
         json!({ "ttl_seconds": 60 }),
         TIMEOUT_MS,
@@ -243,6 +255,9 @@ fn a_fresh_vm_decides_from_the_cache_while_3scale_is_down() {
 
 #[test]
 fn a_proxys_bare_answer_is_3scale_unavailable_and_the_failure_policy_decides() {
+    if tollgate_e2e::skip_without_simulator("faults") {
+        return;
+    }
     let config = filter_config(
         json!({ "report_interval_ms": 300 }),
         TIMEOUT_MS,

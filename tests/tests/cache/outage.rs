@@ -24,6 +24,9 @@ const TIMEOUT_MS: u64 = 3000;
 
 #[test]
 fn a_30_s_outage_at_1000_requests_per_second_loses_no_usage() {
+    if tollgate_e2e::skip_without_simulator("refusal fault") {
+        return;
+    }
     // ttl 25 s: the horizon (50 s) covers the warm-up, the outage and the refreshes after it.
     let config = filter_config(
         json!({ "ttl_seconds": 25, "report_interval_ms": 1000 }),

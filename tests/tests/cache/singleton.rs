@@ -56,6 +56,9 @@ fn send_traffic(stack: &Stack) -> Expected {
 
 #[test]
 fn the_singleton_reporter_flushes_and_reports_arrive_exactly() {
+    if tollgate_e2e::skip_without_simulator("counters") {
+        return;
+    }
     let stack = start(SINGLETON_TEMPLATE);
     let mut cases = Cases::new("singleton reporter");
     cases.case("the config passes envoy --mode validate", || {
@@ -102,6 +105,9 @@ fn the_singleton_reporter_flushes_and_reports_arrive_exactly() {
 
 #[test]
 fn without_the_singleton_the_same_workers_do_not_report_that_soon() {
+    if tollgate_e2e::skip_without_simulator("counters") {
+        return;
+    }
     // The control for the test above: the same worker config on the template without the singleton.
     let stack = start(TEMPLATE);
     // The first tick (200 ms after configuration) finds no flush recorded yet and flushes at once: let it pass,

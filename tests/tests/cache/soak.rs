@@ -108,6 +108,9 @@ fn apply(stack: &Stack, fault: &Option<Value>) {
 #[test]
 #[ignore = "long: run by scripts/soak (and the 2-minute version by scripts/test)"]
 fn soak_under_every_3scale_fault() {
+    if tollgate_e2e::skip_without_simulator("faults") {
+        return;
+    }
     let duration = Duration::from_secs(60 * minutes());
     let config = filter_config(
         json!({ "ttl_seconds": 30, "report_interval_ms": 1000 }),

@@ -61,6 +61,9 @@ fn wait_started(load: &Load, at_least: u64) {
 
 #[test]
 fn swapping_the_module_under_load_for_another_cache_format_loses_no_usage() {
+    if tollgate_e2e::skip_without_simulator("counters") {
+        return;
+    }
     let sim = Sim::start(&workspace_root().join(SEED));
     let staging = Upstream::start("staging");
     let production = Upstream::start("production");

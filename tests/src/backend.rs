@@ -68,11 +68,20 @@ pub fn skip_without_simulator(what: &str) -> bool {
     let Some(backend) = external_backend() else {
         return false;
     };
-    println!(
-        "skipped: needs the simulator's {what}; {BACKEND_VAR}={}",
+    // The harness names each test's thread after the test.
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    say_skipped(&format!(
+        "skipped {test}: needs the simulator's {what}; {BACKEND_VAR}={}",
         backend.url
-    );
+    ));
     true
+}
+
+/// Writes a skip to the terminal even while the test harness captures the test's output (it captures
+/// `print!`, not writes to the stderr handle), so a skipped check never passes silently.
+pub(crate) fn say_skipped(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 #[cfg(test)]

@@ -244,6 +244,19 @@ impl Sim {
         ))
     }
 
+    /// The current value of a limited metric for one application and period, read as 3scale's admin portal reads
+    /// it (`GET /internal/.../utilization/`), so it works against any backend; `None` when no limit covers it.
+    pub fn utilization(&self, service: &str, app: &str, metric: &str, period: &str) -> Option<u64> {
+        let found = self.get_json(&format!(
+            "/internal/services/{service}/applications/{app}/utilization/"
+        ));
+        found["utilization"]
+            .as_array()?
+            .iter()
+            .find(|limit| limit["metric_name"] == metric && limit["period"] == period)?["current_value"]
+            .as_u64()
+    }
+
     /// Response codes stored for one application (`log[code]`).
     pub fn response_codes(&self, service: &str, app: &str) -> Value {
         self.get_json(&format!(

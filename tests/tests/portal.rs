@@ -149,6 +149,7 @@ fn start(ids: &[u64], portal_port: u16, concurrency: u32, log_level: &str) -> Wo
         &template,
         &[
             ("ADMIN_PORT", "0".into()),
+            ("SIM_ADDRESS", backend.address().ip().to_string()),
             ("SIM_PORT", backend.port.to_string()),
             ("PRODUCTION_PORT", upstream.port.to_string()),
             ("PORTAL_PORT", portal_port.to_string()),

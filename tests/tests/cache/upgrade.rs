@@ -86,6 +86,7 @@ fn swapping_the_module_under_load_for_another_cache_format_loses_no_usage() {
             ("ADMIN_PORT", "0".to_owned()),
             ("LDS_PATH", lds.display().to_string()),
             ("LDS_DIR", scratch.path().display().to_string()),
+            ("SIM_ADDRESS", sim.address().ip().to_string()),
             ("SIM_PORT", sim.port.to_string()),
             ("STAGING_PORT", staging.port.to_string()),
             ("PRODUCTION_PORT", production.port.to_string()),

@@ -18,7 +18,7 @@ use crate::report::{BatchIds, Outcome, ReportCall, collect, outcome, settle};
 use crate::stats::{Histogram, Stat};
 use crate::store::update;
 use crate::usage::Usage;
-use crate::verdict::classify;
+use crate::verdict::{Verdict, classify};
 
 /// A stale entry to refresh with `authorize` (no usage: every limit is checked).
 pub struct RefreshJob {
@@ -131,6 +131,9 @@ pub struct Background {
     resends: Vec<(u64, SingleReport)>,
 }
 
+/// Envoy gauge: applications whose usage waits for the next report (since the last flush).
+pub const QUEUED_GAUGE: &str = "tollgate.reports.queued_applications";
+
 impl Background {
     pub fn new(config: Rc<Config>, vm_nonce: u32) -> Background {
         Background {
@@ -198,7 +201,7 @@ impl Background {
         };
         let path = call.path(&self.config.backend.path_prefix);
         if let Some(token) = crate::callout::get(host, &self.config.backend, &path) {
-            host.count(Stat::CacheRefreshes);
+            host.add_for(&job.service.stats_label, Stat::CacheRefreshes, 1);
             self.calls
                 .push((token, host.now_ms(), Call::Refresh { key: job.key }));
         }
@@ -222,7 +225,7 @@ impl Background {
     fn resend(&mut self, host: &impl Host, report: SingleReport, now_ms: u64) {
         let units = report.units();
         if report.attempts >= SINGLE_REPORT_ATTEMPTS || self.resends.len() >= MAX_RESENDS {
-            host.add(Stat::DroppedUnits, units);
+            host.add_for(&report.service.stats_label, Stat::DroppedUnits, units);
             report.release(host);
             crate::throttle::warn_dropped(
                 &report.service.id,
@@ -235,7 +238,7 @@ impl Background {
             );
             return;
         }
-        host.add(Stat::RetriedUnits, units);
+        host.add_for(&report.service.stats_label, Stat::RetriedUnits, units);
         let wait = self.config.cache.report_interval_ms << report.attempts.saturating_sub(1);
         self.resends.push((now_ms.saturating_add(wait), report));
     }
@@ -262,6 +265,7 @@ impl Background {
             .get(&self.key("queued"))
             .and_then(|(bytes, _)| Some(u64::from_le_bytes(bytes.try_into().ok()?)))
             .unwrap_or(0);
+        host.gauge(QUEUED_GAUGE, waiting);
         let by_size = waiting >= self.config.cache.report_batch_size as u64;
         let claimed = update(host, &self.key("flushed"), |last| {
             let last = last
@@ -294,7 +298,7 @@ impl Background {
                 }
                 None => {
                     let settled = settle(&slots, &call, Outcome::Retry);
-                    host.add(Stat::RetriedUnits, settled.retried);
+                    host.add_for(&call.service.stats_label, Stat::RetriedUnits, settled.retried);
                 }
             }
         }
@@ -319,10 +323,11 @@ impl Background {
                     count: self.config.cache.slots,
                 };
                 let settled = settle(&slots, &call, result);
-                host.add(Stat::ReportedUnits, settled.accepted);
-                host.add(Stat::RetriedUnits, settled.retried);
-                host.add(Stat::UncertainUnits, settled.uncertain);
-                host.add(Stat::DroppedUnits, settled.dropped);
+                let label = &call.service.stats_label;
+                host.add_for(label, Stat::ReportedUnits, settled.accepted);
+                host.add_for(label, Stat::RetriedUnits, settled.retried);
+                host.add_for(label, Stat::UncertainUnits, settled.uncertain);
+                host.add_for(label, Stat::DroppedUnits, settled.dropped);
                 if result != Outcome::Accepted {
                     log::warn!(
                         "tollgate: service {}: report of {} usage units answered {:?}: {result:?}",
@@ -339,7 +344,7 @@ impl Background {
                     Outcome::Dropped => Stat::DroppedUnits,
                     Outcome::Uncertain => Stat::UncertainUnits,
                 };
-                host.add(stat, report.units());
+                host.add_for(&report.service.stats_label, stat, report.units());
                 report.release(host);
             }
         }
@@ -349,10 +354,25 @@ impl Background {
         let now_ms = host.now_ms();
         let backend_response = response.backend_response(now_ms / 1000);
         let verdict = classify(&backend_response, &Usage::new());
+        let service = crate::cache::parse_key(key)
+            .and_then(|(id, _)| self.config.services.iter().find(|s| s.id == id));
         let Some((answer, status)) = Answer::from_verdict(&verdict) else {
             host.count(Stat::BackendErrors);
+            if let (Some(service), Verdict::Unavailable { detail }) = (service, &verdict) {
+                let failure = crate::outage::Failure {
+                    service: &service.id,
+                    cluster: &self.config.backend.cluster,
+                    endpoint: "authorize (a cache refresh)",
+                    cause: detail,
+                    policy: service.failure.policy.name(),
+                };
+                crate::outage::failed(host, &self.config.cache.key_prefix, &failure, None, now_ms);
+            }
             return;
         };
+        if let Some(service) = service {
+            crate::outage::answered(host, &self.config.cache.key_prefix, &service.id, now_ms);
+        }
         let slots = Slots {
             store: host,
             prefix: &self.config.cache.key_prefix,

@@ -3,6 +3,7 @@
 //! The wasm glue implements it with proxy-wasm hostcalls that never panic; tests implement it with a
 //! recording fake. Client-controlled values are always bytes: a non-UTF-8 header must not kill the VM.
 
+use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use crate::stats::{Histogram, Stat};
@@ -82,6 +83,18 @@ pub trait Host: SharedStore {
 
     fn count(&self, stat: Stat) {
         self.add(stat, 1);
+    }
+
+    /// The service whose request this callback serves: from now on, [`Host::add`] counts its
+    /// stats for that service too.
+    fn set_service(&self, _label: &Rc<str>) {}
+
+    /// Sets gauge `name` (defined on first use).
+    fn gauge(&self, _name: &str, _value: u64) {}
+
+    /// Adds `n` to a counter, for the Envoy and for service `label`.
+    fn add_for(&self, _label: &str, stat: Stat, n: u64) {
+        self.add(stat, n);
     }
 
     fn now_ms(&self) -> u64 {

@@ -19,6 +19,7 @@ pub mod host;
 pub mod hostcalls;
 pub mod mapping;
 pub mod mask;
+pub mod outage;
 pub mod pairs;
 pub mod portal;
 pub mod ratelimit;

@@ -1,4 +1,14 @@
 //! Envoy stats the filter keeps (they appear as `wasmcustom.tollgate.<name>`).
+//!
+//! Every stat of a request or a report that belongs to a service is kept twice: for the Envoy
+//! (`tollgate.<name>`) and for its service (`tollgate.service.<label>.<name>`). The shipped Envoy
+//! configurations turn the label into a Prometheus label (`tollgate_service`) with a stats tag
+//! extractor, and the category of a denial into `tollgate_category`; so
+//! `wasmcustom.tollgate.service.svc-1.denied.auth_failed` is exported as
+//! `envoy_wasmcustom_tollgate_service_denied{tollgate_service="svc-1",tollgate_category="auth_failed"}`,
+//! a family of its own beside the Envoy-wide `envoy_wasmcustom_tollgate_denied`, so that summing
+//! one never counts the other. The labels come from the configuration only (service ids,
+//! categories): nothing a client sends can add a series.
 
 use crate::category::Category;
 
@@ -102,14 +112,29 @@ impl Stat {
     }
 
     pub fn name(self) -> String {
+        format!("tollgate.{}", self.suffix())
+    }
+
+    /// The name of this stat for one service (see [`service_label`]).
+    pub fn service_name(self, label: &str) -> String {
+        format!("tollgate.service.{label}.{}", self.suffix())
+    }
+
+    /// Whether the stat is kept per service too (the others belong to no service).
+    pub fn per_service(self) -> bool {
+        !matches!(
+            self,
+            Stat::Unmatched | Stat::PortalFetches | Stat::PortalErrors | Stat::PortalRejections
+        )
+    }
+
+    fn suffix(self) -> String {
         match self {
-            Stat::Denied(category) => format!("tollgate.denied.{}", category.code()),
-            other => {
-                let name = Self::counters()
-                    .find(|(stat, _)| *stat == other)
-                    .map_or("", |(_, n)| n);
-                format!("tollgate.{name}")
-            }
+            Stat::Denied(category) => format!("denied.{}", category.code()),
+            other => Self::counters()
+                .find(|(stat, _)| *stat == other)
+                .map_or("", |(_, n)| n)
+                .to_string(),
         }
     }
 
@@ -130,9 +155,39 @@ impl Stat {
     }
 }
 
+/// A service id as it can stand in a stat name: `.` separates the parts of a name (the tag
+/// extractor would cut there) and Prometheus takes few characters, so anything but ASCII letters,
+/// digits, `-` and `_` becomes `_`.
+pub fn service_label(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_names_keep_the_label_one_part_of_the_name() {
+        assert_eq!(service_label("svc-1"), "svc-1");
+        assert_eq!(service_label("api.v2 é"), "api_v2__");
+        assert_eq!(
+            Stat::Denied(Category::AuthFailed).service_name("svc-1"),
+            "tollgate.service.svc-1.denied.auth_failed"
+        );
+        assert_eq!(
+            Stat::CacheHits.service_name("s"),
+            "tollgate.service.s.cache.hits"
+        );
+        assert!(!Stat::Unmatched.per_service());
+    }
 
     #[test]
     fn indexes_follow_the_order_of_all_and_names_are_unique() {

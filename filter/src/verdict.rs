@@ -75,7 +75,8 @@ pub fn classify(response: &BackendResponse, usage: &Usage) -> Verdict {
             Some(error) => error_document(http, response.body, error),
             None => not_apisonator(http, response.body),
         },
-        _ => unavailable(format!("3scale answered HTTP {http}")),
+        _ => unavailable(envoy_reply(http, response.body)
+            .unwrap_or_else(|| format!("3scale answered HTTP {http}"))),
     }
 }
 
@@ -92,6 +93,35 @@ fn not_apisonator(http: u16, body: &[u8]) -> Verdict {
     unavailable(format!(
         "the 3scale cluster answered HTTP {http} with {what}: not apisonator's answer"
     ))
+}
+
+/// What Envoy's own answer says when the call never got an answer from 3scale: the reset reason of
+/// a connection that failed, its timeout, no healthy host.
+fn envoy_reply(http: u16, body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body.get(..body.len().min(300))?);
+    if let Some((_, reason)) = text.split_once("reset reason: ") {
+        let reason: String = reason
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || " _-".contains(*c))
+            .collect();
+        let what = match reason.trim() {
+            "connection failure" | "remote connection failure" => {
+                "connection refused or 3scale unreachable"
+            }
+            "connection termination" | "remote reset" => "connection closed by 3scale",
+            "overflow" => "Envoy's circuit breaker for the cluster is open",
+            other if other.contains("timeout") => "connection timed out",
+            _ => "connection reset",
+        };
+        return Some(format!("{what} (HTTP {http} from Envoy, reset reason: {})", reason.trim()));
+    }
+    if text.starts_with("upstream request timeout") {
+        return Some(format!("timed out (HTTP {http} from Envoy: the call's timeout)"));
+    }
+    if text.starts_with("no healthy upstream") {
+        return Some(format!("no healthy 3scale host (HTTP {http} from Envoy)"));
+    }
+    None
 }
 
 fn unavailable(detail: String) -> Verdict {
@@ -334,6 +364,33 @@ mod tests {
         clippy::unreachable
     )]
     use super::*;
+
+    #[test]
+    fn envoys_own_answers_say_why_3scale_did_not_answer() {
+        let cases: [(u16, &[u8], &str); 4] = [
+            (
+                503,
+                b"upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: delayed connect error: 111",
+                "connection refused or 3scale unreachable (HTTP 503 from Envoy, reset reason: connection failure)",
+            ),
+            (504, b"upstream request timeout", "timed out (HTTP 504 from Envoy: the call's timeout)"),
+            (503, b"no healthy upstream", "no healthy 3scale host (HTTP 503 from Envoy)"),
+            (502, b"<html>bad gateway</html>", "3scale answered HTTP 502"),
+        ];
+        for (http, body, expected) in cases {
+            let response = BackendResponse {
+                status: Some(http),
+                body,
+                ..BackendResponse::default()
+            };
+            assert_eq!(
+                classify(&response, &Usage::new()),
+                Verdict::Unavailable {
+                    detail: expected.into()
+                }
+            );
+        }
+    }
 
     const AUTHORIZED: &str = r#"<?xml version="1.0" encoding="UTF-8"?><status><authorized>true</authorized><plan>Production</plan><usage_reports><usage_report metric="hits" period="month"><period_start>2026-11-01 00:00:00 +0000</period_start><period_end>2026-12-01 00:00:00 +0000</period_end><max_value>20000</max_value><current_value>0</current_value></usage_report><usage_report metric="hits" period="day"><period_start>2026-11-24 00:00:00 +0000</period_start><period_end>2026-11-25 00:00:00 +0000</period_end><max_value>1000</max_value><current_value>0</current_value></usage_report><usage_report metric="get_hello" period="hour"><period_start>2026-11-24 18:00:00 +0000</period_start><period_end>2026-11-24 19:00:00 +0000</period_end><max_value>100</max_value><current_value>0</current_value></usage_report><usage_report metric="disabled_m" period="eternity"><max_value>0</max_value><current_value>0</current_value></usage_report></usage_reports></status>"#;
     const LIMITS_EXCEEDED: &str = r#"<?xml version="1.0" encoding="UTF-8"?><status><authorized>false</authorized><reason>usage limits are exceeded</reason><plan>Basic</plan><usage_reports><usage_report metric="hits" period="minute"><period_start>2026-11-24 18:09:00 +0000</period_start><period_end>2026-11-24 18:10:00 +0000</period_end><max_value>2</max_value><current_value>0</current_value></usage_report></usage_reports></status>"#;

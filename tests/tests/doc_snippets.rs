@@ -161,6 +161,8 @@ fn place(snippet: &Snippet, value: &Value) -> Result<Value, String> {
         let mut filter = filter_config(&mut config);
         filter["errors"] = value["errors"].clone();
         set_filter_config(&mut config, &filter);
+    } else if keys == ["stats_config"] {
+        merge(&mut config, value);
     } else if keys == ["vm_config"] {
         merge(
             &mut wasm_config(&mut config)["vm_config"],

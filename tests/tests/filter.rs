@@ -1163,7 +1163,31 @@ fn debug_and_observability(w: &World, cases: &mut Cases) {
                 .find(|l| l.contains("marker=accesslog"))
                 .unwrap();
             assert!(
-                line.contains("service=svc-appid app=prod-app plan=Production"),
+                line.contains("service=svc-appid app=prod-app plan=Production category=allowed usage="),
+                "{line}"
+            );
+            assert!(line.contains("get_items:1"), "{line}");
+        },
+    );
+    case(
+        cases,
+        w,
+        "a refusal's service and category in the access log",
+        || {
+            let r = w.send(get(
+                "appid.test",
+                "/items?app_id=prod-app&app_key=wrong&marker=refusedlog",
+            ));
+            w.assert_refused(&r, 403, "auth_failed");
+            let log = w
+                .stack
+                .wait_access_log(|log| log.contains("marker=refusedlog"));
+            let line = log
+                .lines()
+                .find(|l| l.contains("marker=refusedlog"))
+                .unwrap();
+            assert!(
+                line.contains("403 service=svc-appid app=- plan=- category=auth_failed usage=-"),
                 "{line}"
             );
         },

@@ -391,6 +391,7 @@ fn service(
     let replies = Replies::build(&[global_errors, &service_errors])
         .map_err(|(sub, why)| error(format!("{path}.errors.{sub}"), why))?;
     Ok(Service {
+        stats_label: crate::stats::service_label(&raw.id).into(),
         id: raw.id,
         auth,
         debug_secret,

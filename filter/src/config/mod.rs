@@ -116,6 +116,8 @@ impl InternalHeaders {
 #[derive(Debug)]
 pub struct Service {
     pub id: String,
+    /// The service in its stats' names (`tollgate.service.<label>.…`).
+    pub stats_label: Rc<str>,
     pub auth: BackendAuth,
     /// The value `X-3scale-Debug` must carry (the service token or provider key, as APIcast).
     pub debug_secret: String,

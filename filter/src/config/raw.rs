@@ -132,6 +132,18 @@ pub enum Policy {
     Allow,
 }
 
+impl Policy {
+    /// The policy as the configuration names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Deny => "deny",
+            Policy::AllowCached => "allow_cached",
+            Policy::AllowListed => "allow_listed",
+            Policy::Allow => "allow",
+        }
+    }
+}
+
 impl FromJson for Policy {
     fn from_json(value: Json, at: &Path<'_>) -> Result<Self, ConfigError> {
         variant(

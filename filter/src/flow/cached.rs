@@ -6,6 +6,7 @@ use std::rc::Rc;
 use super::forward::{Allow, unix_now};
 use super::refuse::Denial;
 use super::{Admitted, Decided, Flow, Purpose, Report, Stage};
+use crate::outage::Outcome;
 use crate::background::{RefreshJob, request_refresh};
 use crate::cache::slots::{Found, Slots};
 use crate::cache::{Admission, Answer, Entry, cache_key, known};
@@ -305,14 +306,13 @@ impl Flow {
                     );
                     self.refuse(host, &decided.info, Category::BackendMisconfigured, None)
                 }
+                Verdict::Unavailable { detail } => {
+                    host.count(Stat::BackendErrors);
+                    self.fail(host, decided, Some(key), &detail)
+                }
                 _ => {
                     host.count(Stat::BackendErrors);
-                    crate::throttle::warn_unavailable(
-                        &service.id,
-                        host.now_ms(),
-                        format_args!("3scale unavailable for a cache fill"),
-                    );
-                    self.fail(host, decided, Some(key))
+                    self.fail(host, decided, Some(key), "no usable answer")
                 }
             };
         };
@@ -404,8 +404,21 @@ impl Flow {
     }
 
     /// 3scale could not answer in time: the service's failure policy decides.
-    pub(super) fn fail(&mut self, host: &impl Host, decided: Decided, key: Option<&str>) -> Action {
+    /// 3scale could not decide (`cause` says why): the failure policy does, and the outage is
+    /// recorded (`crate::outage`).
+    pub(super) fn fail(
+        &mut self,
+        host: &impl Host,
+        decided: Decided,
+        key: Option<&str>,
+        cause: &str,
+    ) -> Action {
         let service = Rc::clone(&decided.info.service);
+        let endpoint = match decided.purpose {
+            Purpose::Authrep => "authrep",
+            Purpose::Authorize | Purpose::Fill { .. } => "authorize",
+        };
+
         let policy = &service.failure;
         let key = key.map_or_else(
             || {
@@ -438,9 +451,13 @@ impl Flow {
                 if newly_dirty {
                     mark_dirty(host, &self.config.cache.key_prefix, slot);
                 }
-                if matches!(admission, Admission::Allowed { .. }) {
+                let outcome = if matches!(admission, Admission::Allowed { .. }) {
                     host.count(Stat::FailOpen);
-                }
+                    Outcome::Allowed
+                } else {
+                    Outcome::Refused
+                };
+                self.outage(host, &service, endpoint, cause, outcome);
                 let admitted = Admitted {
                     slot,
                     key,
@@ -462,9 +479,36 @@ impl Flow {
             Policy::Deny | Policy::AllowCached => false,
         };
         if !passes {
+            self.outage(host, &service, endpoint, cause, Outcome::Refused);
             return self.refuse(host, &decided.info, Category::BackendUnavailable, None);
         }
+        self.outage(host, &service, endpoint, cause, Outcome::Allowed);
         self.fail_open(host, decided, &key, now_ms)
+    }
+
+    /// Counts a request the failure policy decided in the service's outage (logged at its start).
+    fn outage(
+        &self,
+        host: &impl Host,
+        service: &Service,
+        endpoint: &str,
+        cause: &str,
+        outcome: Outcome,
+    ) {
+        let failure = crate::outage::Failure {
+            service: &service.id,
+            cluster: &self.config.backend.cluster,
+            endpoint,
+            cause,
+            policy: service.failure.policy.name(),
+        };
+        crate::outage::failed(
+            host,
+            &self.config.cache.key_prefix,
+            &failure,
+            Some(outcome),
+            host.now_ms(),
+        );
     }
 
     /// Lets a request through without 3scale; its usage waits in the cache (an entry without an

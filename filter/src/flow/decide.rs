@@ -200,6 +200,14 @@ impl Flow {
             let purpose = std::mem::replace(&mut decided.purpose, Purpose::Authrep);
             return self.ask(host, decided, purpose);
         }
+        if !matches!(verdict, Verdict::Unavailable { .. }) {
+            crate::outage::answered(
+                host,
+                &self.config.cache.key_prefix,
+                &decided.info.service.id,
+                host.now_ms(),
+            );
+        }
         if let Purpose::Fill { key } = &decided.purpose {
             let key = key.clone();
             return self.conclude_fill(host, decided, &key, verdict);
@@ -242,12 +250,7 @@ impl Flow {
             }
             Verdict::Unavailable { detail } => {
                 host.count(Stat::BackendErrors);
-                crate::throttle::warn_unavailable(
-                    &service_id,
-                    host.now_ms(),
-                    format_args!("3scale unavailable: {detail}"),
-                );
-                self.fail(host, decided, None)
+                self.fail(host, decided, None, &detail)
             }
             Verdict::Misconfigured { code, detail } => {
                 host.count(Stat::BackendErrors);

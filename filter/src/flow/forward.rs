@@ -116,6 +116,8 @@ impl Flow {
         if let Some(plan) = plan {
             host.set_filter_state("tollgate.plan", plan.as_bytes());
         }
+        host.set_filter_state("tollgate.category", b"allowed");
+        host.set_filter_state("tollgate.usage", usage_text(&decided.usage).as_bytes());
         if service.routing.is_some() {
             host.clear_route_cache();
         }
@@ -234,4 +236,18 @@ pub(super) fn response_headers(host: &impl Host, forwarded: &Forwarded) {
             host.set_response_header(&name, value.as_bytes());
         }
     }
+}
+
+/// The usage the matched mapping rules gave, for access logs: `metric:delta` pairs, comma-separated.
+fn usage_text(usage: &crate::usage::Usage) -> String {
+    let mut text = String::new();
+    for (metric, delta) in usage.iter() {
+        if !text.is_empty() {
+            text.push(',');
+        }
+        text.push_str(metric);
+        text.push(':');
+        text.push_str(&delta.to_string());
+    }
+    text
 }

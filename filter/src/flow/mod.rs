@@ -35,6 +35,8 @@ pub struct Flow {
     stage: Stage,
     /// The request body Envoy buffered for this filter so far.
     body_size: usize,
+    /// The service of the request, once found: its stats are counted for it too.
+    service_label: Option<Rc<str>>,
 }
 
 enum Stage {
@@ -138,6 +140,14 @@ impl Flow {
             config,
             stage: Stage::Start,
             body_size: 0,
+            service_label: None,
+        }
+    }
+
+    /// Has the callback's host count this request's stats for its service too.
+    fn for_service(&self, host: &impl Host) {
+        if let Some(label) = &self.service_label {
+            host.set_service(label);
         }
     }
 
@@ -151,6 +161,8 @@ impl Flow {
         let Some(mut info) = self.read_request(&view) else {
             return self.unmatched(&view);
         };
+        self.service_label = Some(Rc::clone(&info.service.stats_label));
+        self.for_service(host);
         let wait = (!end_of_stream)
             .then(|| decide::form_wait(&view, &info))
             .flatten();
@@ -170,6 +182,7 @@ impl Flow {
         body_size: usize,
         end_of_stream: bool,
     ) -> Action {
+        self.for_service(host);
         let Stage::WaitingForBody(_) = &self.stage else {
             return self.hold_while_deciding();
         };
@@ -202,6 +215,7 @@ impl Flow {
     /// waiting for its form body is decided now, one waiting for 3scale keeps waiting. Letting
     /// trailers continue would send the held request upstream undecided.
     pub fn on_request_trailers(&mut self, host: &impl Host) -> Action {
+        self.for_service(host);
         match self.stage {
             Stage::WaitingForBody(_) => self.on_request_body(host, self.body_size, true),
             _ => self.hold_while_deciding(),
@@ -215,6 +229,7 @@ impl Flow {
         headers: usize,
         body_size: usize,
     ) {
+        self.for_service(host);
         let Stage::WaitingForBackend(mut decided) = std::mem::replace(&mut self.stage, Stage::Done)
         else {
             log::warn!("tollgate: unexpected callout answer (token {token})");
@@ -241,6 +256,7 @@ impl Flow {
 
     /// The stream ended: the usage joins the report with the response code (if a response came).
     pub fn on_log(&mut self, host: &impl Host) {
+        self.for_service(host);
         let Stage::Forwarded(forwarded) = &mut self.stage else {
             return;
         };
@@ -268,6 +284,7 @@ impl Flow {
     }
 
     pub fn on_response_headers(&mut self, host: &impl Host) -> Action {
+        self.for_service(host);
         if let Stage::Forwarded(forwarded) = &self.stage {
             forward::response_headers(host, forwarded);
         }

@@ -182,13 +182,19 @@ impl Root {
         };
         match self.adoption.next(&host, fetcher) {
             None => {}
-            Some(Ok((config, warnings))) => self.install(config, &warnings),
+            Some(Ok((config, warnings))) => {
+                host.set_gauge(GENERATION_GAUGE, self.adoption.generation());
+                self.install(config, &warnings);
+            }
             Some(Err(error)) => {
                 log::error!("tollgate: portal: the published configuration: {error}")
             }
         }
     }
 }
+
+/// Envoy gauge: the admin portal's publication this Envoy serves.
+const GENERATION_GAUGE: &str = "tollgate.config.generation";
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()

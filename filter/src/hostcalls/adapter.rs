@@ -1,5 +1,8 @@
 //! [`Host`] and [`SharedStore`] over an [`Abi`]: each hostcall failure becomes the filter's fallback.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
@@ -16,7 +19,14 @@ pub struct MetricIds {
     counters: Vec<u32>,
     histograms: Vec<u32>,
     queue: Option<u32>,
+    /// Per service label, the ids of its counters in [`Stat::all`] order, each defined the first
+    /// time it counts (a configuration of 1,000 services does not define 30,000 metrics up front).
+    per_service: RefCell<HashMap<Rc<str>, Vec<u32>>>,
 }
+
+/// A per-service counter not defined yet, and one the host refused to define.
+const UNDEFINED: u32 = u32::MAX;
+const REFUSED: u32 = u32::MAX - 1;
 
 impl MetricIds {
     /// These ids with the dirty-slot queue `queue` registered (or found: every VM sharing the
@@ -58,6 +68,7 @@ impl MetricIds {
             counters,
             histograms,
             queue: None,
+            per_service: RefCell::default(),
         }
     }
 }
@@ -66,11 +77,17 @@ impl MetricIds {
 pub struct Adapter<'a, A> {
     abi: A,
     ids: &'a MetricIds,
+    /// The service of the request this callback serves, once known.
+    service: RefCell<Option<Rc<str>>>,
 }
 
 impl<'a, A: Abi> Adapter<'a, A> {
     pub fn new(abi: A, ids: &'a MetricIds) -> Self {
-        Adapter { abi, ids }
+        Adapter {
+            abi,
+            ids,
+            service: RefCell::new(None),
+        }
     }
 
     pub fn abi(&self) -> &A {
@@ -95,6 +112,34 @@ impl<'a, A: Abi> Adapter<'a, A> {
 }
 
 impl<A: Abi> Adapter<'_, A> {
+    fn add_global(&self, stat: Stat, n: u64) {
+        let Ok(n) = i64::try_from(n) else { return };
+        if n == 0 {
+            return;
+        }
+        if let Some(id) = self.ids.counters.get(stat.index()) {
+            let _ = self.abi.increment_metric(*id, n);
+        }
+    }
+
+    /// The id of `stat` for service `label`, defined on its first use.
+    fn service_counter(&self, label: &str, stat: Stat) -> Option<u32> {
+        let mut services = self.ids.per_service.borrow_mut();
+        if !services.contains_key(label) {
+            services.insert(Rc::from(label), vec![UNDEFINED; Stat::all().len()]);
+        }
+        let slot = services.get_mut(label)?.get_mut(stat.index())?;
+        if *slot == UNDEFINED {
+            *slot = logged(
+                "define metric",
+                self.abi
+                    .define_metric(MetricType::Counter, &stat.service_name(label)),
+            )
+            .unwrap_or(REFUSED);
+        }
+        (*slot != REFUSED).then_some(*slot)
+    }
+
     /// Sets a gauge, defining it on first use.
     pub fn set_gauge(&self, name: &str, value: u64) {
         if let Some(gauge) = logged(
@@ -272,12 +317,28 @@ impl<A: Abi> Host for Adapter<'_, A> {
     }
 
     fn add(&self, stat: Stat, n: u64) {
-        let Ok(n) = i64::try_from(n) else { return };
-        if n == 0 {
+        let service = self.service.borrow().clone();
+        match service {
+            Some(label) => self.add_for(&label, stat, n),
+            None => self.add_global(stat, n),
+        }
+    }
+
+    fn gauge(&self, name: &str, value: u64) {
+        self.set_gauge(name, value);
+    }
+
+    fn set_service(&self, label: &Rc<str>) {
+        *self.service.borrow_mut() = Some(Rc::clone(label));
+    }
+
+    fn add_for(&self, label: &str, stat: Stat, n: u64) {
+        self.add_global(stat, n);
+        if n == 0 || !stat.per_service() {
             return;
         }
-        if let Some(id) = self.ids.counters.get(stat.index()) {
-            let _ = self.abi.increment_metric(*id, n);
+        if let Some(id) = self.service_counter(label, stat) {
+            let _ = self.abi.increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 

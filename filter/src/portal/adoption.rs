@@ -37,6 +37,11 @@ struct Adopted {
 pub type Switch = (Config, Vec<String>);
 
 impl Adoption {
+    /// The publication this VM serves (0 before the first).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The configuration of a publication this VM does not serve yet, or `None` (nothing new, or
     /// a version not readable yet: tried again on the next tick).
     pub fn next(

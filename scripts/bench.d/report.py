@@ -598,6 +598,7 @@ def micro_tables(results: dict) -> list[str]:
         "cache_decision/decode_admit_encode": "the cache decision on an entry (4 limits, hierarchy): decode, admit, encode",
         "cache_decision/record_with_code": "the end of a request: decode, usage and its code into the report, encode",
         "report/body_of_200_requests": "a report body: one application's 200 requests, a transaction each (codes tracked)",
+        "flush/tick_with_10000_applications_waiting": "a flushing tick with 10,000 applications queued (at most 2,000 slots taken per tick)",
     }
     rows = []
     order = list(descriptions)

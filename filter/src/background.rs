@@ -298,7 +298,11 @@ impl Background {
                 }
                 None => {
                     let settled = settle(&slots, &call, Outcome::Retry);
-                    host.add_for(&call.service.stats_label, Stat::RetriedUnits, settled.retried);
+                    host.add_for(
+                        &call.service.stats_label,
+                        Stat::RetriedUnits,
+                        settled.retried,
+                    );
                 }
             }
         }

@@ -105,9 +105,11 @@ pub fn answered(store: &impl SharedStore, prefix: &str, service: &str, now_ms: u
     if !open {
         return;
     }
-    let closed = update(store, &key, |current| match current.and_then(Record::decode) {
-        Some(record) => (Some(record), Some(Vec::new())),
-        None => (None, None),
+    let closed = update(store, &key, |current| {
+        match current.and_then(Record::decode) {
+            Some(record) => (Some(record), Some(Vec::new())),
+            None => (None, None),
+        }
     });
     if let Some(Some(record)) = closed {
         let ms = now_ms.saturating_sub(record.started_at_ms);

@@ -5,8 +5,8 @@
 //! configurations turn the label into a Prometheus label (`tollgate_service`) with a stats tag
 //! extractor, and the category of a denial into `tollgate_category`; so
 //! `wasmcustom.tollgate.service.svc-1.denied.auth_failed` is exported as
-//! `envoy_wasmcustom_tollgate_service_denied{tollgate_service="svc-1",tollgate_category="auth_failed"}`,
-//! a family of its own beside the Envoy-wide `envoy_wasmcustom_tollgate_denied`, so that summing
+//! `tollgate_service_denied{tollgate_service="svc-1",tollgate_category="auth_failed"}`,
+//! a family of its own beside the Envoy-wide `tollgate_denied`, so that summing
 //! one never counts the other. The labels come from the configuration only (service ids,
 //! categories): nothing a client sends can add a series.
 

@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-/// At most one "3scale unavailable" line per service in this interval.
+/// At most one line of a kind per service in this interval.
 pub const OUTAGE_LOG_INTERVAL_MS: u64 = 10_000;
 
 /// Per key: the first occurrence is logged at once, then at most one per interval, carrying how
@@ -51,12 +51,6 @@ impl Throttle {
 
 thread_local! {
     static OUTAGE: RefCell<Throttle> = RefCell::new(Throttle::new(OUTAGE_LOG_INTERVAL_MS));
-}
-
-/// Warns that 3scale could not answer for `service_id`, at most once per
-/// [`OUTAGE_LOG_INTERVAL_MS`] per service.
-pub fn warn_unavailable(service_id: &str, now_ms: u64, what: std::fmt::Arguments<'_>) {
-    warn_service(service_id, service_id, now_ms, what);
 }
 
 /// Warns that `service_id`'s usage was dropped, at most once per [`OUTAGE_LOG_INTERVAL_MS`] per

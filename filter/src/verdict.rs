@@ -75,8 +75,10 @@ pub fn classify(response: &BackendResponse, usage: &Usage) -> Verdict {
             Some(error) => error_document(http, response.body, error),
             None => not_apisonator(http, response.body),
         },
-        _ => unavailable(envoy_reply(http, response.body)
-            .unwrap_or_else(|| format!("3scale answered HTTP {http}"))),
+        _ => unavailable(
+            envoy_reply(http, response.body)
+                .unwrap_or_else(|| format!("3scale answered HTTP {http}")),
+        ),
     }
 }
 
@@ -113,10 +115,15 @@ fn envoy_reply(http: u16, body: &[u8]) -> Option<String> {
             other if other.contains("timeout") => "connection timed out",
             _ => "connection reset",
         };
-        return Some(format!("{what} (HTTP {http} from Envoy, reset reason: {})", reason.trim()));
+        return Some(format!(
+            "{what} (HTTP {http} from Envoy, reset reason: {})",
+            reason.trim()
+        ));
     }
     if text.starts_with("upstream request timeout") {
-        return Some(format!("timed out (HTTP {http} from Envoy: the call's timeout)"));
+        return Some(format!(
+            "timed out (HTTP {http} from Envoy: the call's timeout)"
+        ));
     }
     if text.starts_with("no healthy upstream") {
         return Some(format!("no healthy 3scale host (HTTP {http} from Envoy)"));

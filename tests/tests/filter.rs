@@ -1163,7 +1163,9 @@ fn debug_and_observability(w: &World, cases: &mut Cases) {
                 .find(|l| l.contains("marker=accesslog"))
                 .unwrap();
             assert!(
-                line.contains("service=svc-appid app=prod-app plan=Production category=allowed usage="),
+                line.contains(
+                    "service=svc-appid app=prod-app plan=Production category=allowed usage="
+                ),
                 "{line}"
             );
             assert!(line.contains("get_items:1"), "{line}");

@@ -1,7 +1,7 @@
 //! [`Host`] and [`SharedStore`] over an [`Abi`]: each hostcall failure becomes the filter's fallback.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
@@ -21,7 +21,7 @@ pub struct MetricIds {
     queue: Option<u32>,
     /// Per service label, the ids of its counters in [`Stat::all`] order, each defined the first
     /// time it counts (a configuration of 1,000 services does not define 30,000 metrics up front).
-    per_service: RefCell<HashMap<Rc<str>, Vec<u32>>>,
+    per_service: RefCell<BTreeMap<Rc<str>, Vec<u32>>>,
 }
 
 /// A per-service counter not defined yet, and one the host refused to define.
@@ -338,7 +338,9 @@ impl<A: Abi> Host for Adapter<'_, A> {
             return;
         }
         if let Some(id) = self.service_counter(label, stat) {
-            let _ = self.abi.increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+            let _ = self
+                .abi
+                .increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 

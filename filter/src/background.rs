@@ -15,7 +15,7 @@ use crate::credentials::Credentials;
 use crate::held::Hold;
 use crate::host::Host;
 use crate::report::{BatchIds, Outcome, ReportCall, collect, outcome, settle};
-use crate::stats::{Histogram, Stat};
+use crate::stats::{BackendEndpoint, Histogram, Stat, StatusClass};
 use crate::store::update;
 use crate::usage::Usage;
 use crate::verdict::{Verdict, classify};
@@ -317,6 +317,27 @@ impl Background {
         let response = host.callout_response(headers, body_size);
         let latency = host.now_ms().saturating_sub(sent_at_ms);
         host.observe(Histogram::BackendLatencyMs, latency);
+        let class = StatusClass::of(response.status);
+        match &call {
+            Call::Refresh { key } => match self.service_of(key) {
+                Some(service) => host.add_for(
+                    &service.stats_label,
+                    Stat::Answered(BackendEndpoint::Authorize, class),
+                    1,
+                ),
+                None => host.count(Stat::Answered(BackendEndpoint::Authorize, class)),
+            },
+            Call::Batch(call) => host.add_for(
+                &call.service.stats_label,
+                Stat::Answered(BackendEndpoint::Report, class),
+                1,
+            ),
+            Call::Single(report) => host.add_for(
+                &report.service.stats_label,
+                Stat::Answered(BackendEndpoint::Report, class),
+                1,
+            ),
+        }
         match call {
             Call::Refresh { key } => self.refreshed(host, &key, &response),
             Call::Batch(call) => {
@@ -354,12 +375,17 @@ impl Background {
         }
     }
 
+    /// The service of a cache key.
+    fn service_of(&self, key: &str) -> Option<&Rc<Service>> {
+        let (id, _) = crate::cache::parse_key(key)?;
+        self.config.services.iter().find(|s| s.id == id)
+    }
+
     fn refreshed(&self, host: &impl Host, key: &str, response: &crate::host::CalloutResponse) {
         let now_ms = host.now_ms();
         let backend_response = response.backend_response(now_ms / 1000);
         let verdict = classify(&backend_response, &Usage::new());
-        let service = crate::cache::parse_key(key)
-            .and_then(|(id, _)| self.config.services.iter().find(|s| s.id == id));
+        let service = self.service_of(key);
         let Some((answer, status)) = Answer::from_verdict(&verdict) else {
             host.count(Stat::BackendErrors);
             if let (Some(service), Verdict::Unavailable { detail }) = (service, &verdict) {

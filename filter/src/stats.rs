@@ -72,6 +72,73 @@ pub enum Stat {
     PortalFetches,
     PortalErrors,
     PortalRejections,
+    /// Answers to calls to 3scale, by endpoint and HTTP status class (`None`: no answer).
+    Answered(BackendEndpoint, StatusClass),
+}
+
+/// The 3scale endpoint of a call, as stats name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendEndpoint {
+    Authrep,
+    Authorize,
+    Report,
+}
+
+impl BackendEndpoint {
+    const ALL: [BackendEndpoint; 3] = [
+        BackendEndpoint::Authrep,
+        BackendEndpoint::Authorize,
+        BackendEndpoint::Report,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            BackendEndpoint::Authrep => "authrep",
+            BackendEndpoint::Authorize => "authorize",
+            BackendEndpoint::Report => "report",
+        }
+    }
+}
+
+/// An answer's HTTP status, by class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusClass {
+    Success,
+    ClientError,
+    ServerError,
+    Other,
+    /// No answer: refused, reset, timed out.
+    None,
+}
+
+impl StatusClass {
+    const ALL: [StatusClass; 5] = [
+        StatusClass::Success,
+        StatusClass::ClientError,
+        StatusClass::ServerError,
+        StatusClass::Other,
+        StatusClass::None,
+    ];
+
+    pub fn of(status: Option<u16>) -> StatusClass {
+        match status {
+            Some(200..=299) => StatusClass::Success,
+            Some(400..=499) => StatusClass::ClientError,
+            Some(500..=599) => StatusClass::ServerError,
+            Some(_) => StatusClass::Other,
+            None => StatusClass::None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            StatusClass::Success => "2xx",
+            StatusClass::ClientError => "4xx",
+            StatusClass::ServerError => "5xx",
+            StatusClass::Other => "other",
+            StatusClass::None => "none",
+        }
+    }
 }
 
 /// Every stat but the per-category denials, in index order after them.
@@ -102,8 +169,14 @@ impl Stat {
     /// Every stat, in [`Stat::index`] order.
     pub fn all() -> Vec<Stat> {
         let denied = Category::ALL.into_iter().map(Stat::Denied);
+        let answered = BackendEndpoint::ALL.into_iter().flat_map(|endpoint| {
+            StatusClass::ALL
+                .into_iter()
+                .map(move |class| Stat::Answered(endpoint, class))
+        });
         denied
             .chain(Self::counters().map(|(stat, _)| stat))
+            .chain(answered)
             .collect()
     }
 
@@ -131,6 +204,9 @@ impl Stat {
     fn suffix(self) -> String {
         match self {
             Stat::Denied(category) => format!("denied.{}", category.code()),
+            Stat::Answered(endpoint, class) => {
+                format!("backend.answers.{}.{}", endpoint.name(), class.name())
+            }
             other => Self::counters()
                 .find(|(stat, _)| *stat == other)
                 .map_or("", |(_, n)| n)
@@ -145,6 +221,17 @@ impl Stat {
                 .iter()
                 .position(|c| *c == category)
                 .unwrap_or(0),
+            Stat::Answered(endpoint, class) => {
+                let endpoint = BackendEndpoint::ALL
+                    .iter()
+                    .position(|e| *e == endpoint)
+                    .unwrap_or(0);
+                let class = StatusClass::ALL
+                    .iter()
+                    .position(|c| *c == class)
+                    .unwrap_or(0);
+                Category::ALL.len() + COUNTERS.len() + endpoint * StatusClass::ALL.len() + class
+            }
             other => {
                 Category::ALL.len()
                     + Self::counters()
@@ -187,6 +274,11 @@ mod tests {
             "tollgate.service.s.cache.hits"
         );
         assert!(!Stat::Unmatched.per_service());
+        assert_eq!(
+            Stat::Answered(BackendEndpoint::Report, StatusClass::of(Some(503))).name(),
+            "tollgate.backend.answers.report.5xx"
+        );
+        assert_eq!(StatusClass::of(None).name(), "none");
     }
 
     #[test]

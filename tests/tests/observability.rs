@@ -132,6 +132,27 @@ fn stats_per_service_reach_prometheus_with_their_labels() {
         );
     });
     cases.case(
+        "3scale's answers by service, endpoint and status class",
+        || {
+            let answers = "tollgate_service_backend_answers";
+            let of = |service, class| {
+                value(
+                    &samples,
+                    answers,
+                    &[
+                        ("tollgate_endpoint", "authrep"),
+                        ("tollgate_service", service),
+                        ("tollgate_status_class", class),
+                    ],
+                )
+            };
+            assert_eq!(of("svc-appid", "2xx"), 2.0);
+            assert_eq!(of("svc-appid", "4xx"), 3.0, "auth_failed is a 409");
+            assert_eq!(of("svc-userkey", "5xx"), 4.0);
+            assert_eq!(of("svc-userkey", "2xx"), 0.0);
+        },
+    );
+    cases.case(
         "the Envoy-wide family is apart and adds up to the services",
         || {
             let all = "tollgate_denied";
@@ -211,7 +232,7 @@ fn stats_tags(path: &str) -> Value {
 #[test]
 fn every_shipped_configuration_labels_the_stats_the_same_way() {
     let tested = stats_tags(TEMPLATE);
-    assert_eq!(tested.as_array().map(Vec::len), Some(2), "{tested}");
+    assert_eq!(tested.as_array().map(Vec::len), Some(4), "{tested}");
     for path in [
         "envoy/demo.yaml",
         "envoy/demo-singleton.yaml",
@@ -304,7 +325,13 @@ fn monitoring_metrics() -> Vec<String> {
                 .take_while(|c| c.is_ascii_lowercase() || *c == '_')
                 .collect();
             let name = name.strip_suffix("_bucket").unwrap_or(&name).to_owned();
-            let label = ["tollgate_service", "tollgate_category"].contains(&name.as_str());
+            let label = [
+                "tollgate_service",
+                "tollgate_category",
+                "tollgate_endpoint",
+                "tollgate_status_class",
+            ]
+            .contains(&name.as_str());
             if !label && !names.contains(&name) {
                 names.push(name);
             }

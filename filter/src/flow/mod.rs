@@ -23,7 +23,7 @@ use crate::credentials::{Credentials, Location};
 use crate::held::Hold;
 use crate::host::{Action, Host};
 use crate::ratelimit::RateLimit;
-use crate::stats::Histogram;
+use crate::stats::{BackendEndpoint, Histogram, Stat, StatusClass};
 use crate::usage::Usage;
 use headers::{HeaderSnapshot, HeaderView};
 
@@ -236,6 +236,11 @@ impl Flow {
             return;
         };
         let response = host.callout_response(headers, body_size);
+        let endpoint = match decided.purpose {
+            Purpose::Authrep => BackendEndpoint::Authrep,
+            Purpose::Authorize | Purpose::Fill { .. } => BackendEndpoint::Authorize,
+        };
+        host.count(Stat::Answered(endpoint, StatusClass::of(response.status)));
         let latency = host.now_ms().saturating_sub(decided.asked_at_ms);
         host.observe(Histogram::BackendLatencyMs, latency);
         let action = match decided.info.snapshot.take() {
@@ -277,7 +282,7 @@ impl Flow {
                 hold,
             } => {
                 let code = code.filter(|_| service.report_response_codes);
-                host.add(crate::stats::Stat::QueuedUnits, usage.units());
+                host.add(Stat::QueuedUnits, usage.units());
                 crate::background::send_report(service, application, &usage, code, hold);
             }
         }
@@ -309,7 +314,7 @@ impl Flow {
     fn unmatched(&mut self, host: &impl Host) -> Action {
         self.stage = Stage::Done;
         if self.config.pass_unknown {
-            host.count(crate::stats::Stat::Unmatched);
+            host.count(Stat::Unmatched);
             return Action::Continue;
         }
         let grpc = refuse::is_grpc(host);

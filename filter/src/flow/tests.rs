@@ -9,7 +9,7 @@ use super::Flow;
 use crate::category::Category;
 use crate::config::Config;
 use crate::host::{Action, CalloutResponse, DispatchError, Host};
-use crate::stats::{Histogram, Stat};
+use crate::stats::{BackendEndpoint, Histogram, Stat, StatusClass};
 use crate::store::memory::MemoryStore;
 use crate::store::{SharedStore, StoreError};
 
@@ -289,7 +289,11 @@ fn an_authorized_request_is_routed_by_plan_with_credentials_stripped() {
     );
     assert_eq!(
         *host.stats.borrow(),
-        vec![Stat::BackendCalls, Stat::Allowed]
+        vec![
+            Stat::BackendCalls,
+            Stat::Answered(BackendEndpoint::Authrep, StatusClass::Success),
+            Stat::Allowed
+        ]
     );
 }
 

@@ -339,7 +339,7 @@ impl Background {
             ),
         }
         match call {
-            Call::Refresh { key } => self.refreshed(host, &key, &response),
+            Call::Refresh { key } => self.refreshed(host, &key, &response, sent_at_ms),
             Call::Batch(call) => {
                 let result = outcome(response.status, &response.body);
                 let slots = Slots {
@@ -381,7 +381,13 @@ impl Background {
         self.config.services.iter().find(|s| s.id == id)
     }
 
-    fn refreshed(&self, host: &impl Host, key: &str, response: &crate::host::CalloutResponse) {
+    fn refreshed(
+        &self,
+        host: &impl Host,
+        key: &str,
+        response: &crate::host::CalloutResponse,
+        sent_at_ms: u64,
+    ) {
         let now_ms = host.now_ms();
         let backend_response = response.backend_response(now_ms / 1000);
         let verdict = classify(&backend_response, &Usage::new());
@@ -394,6 +400,9 @@ impl Background {
                     cluster: &self.config.backend.cluster,
                     endpoint: "authorize (a cache refresh)",
                     cause: detail,
+                    elapsed_ms: now_ms.saturating_sub(sent_at_ms),
+                    timeout_ms: u64::try_from(self.config.backend.timeout.as_millis())
+                        .unwrap_or(u64::MAX),
                     policy: service.failure.policy.name(),
                 };
                 crate::outage::failed(host, &self.config.cache.key_prefix, &failure, None, now_ms);

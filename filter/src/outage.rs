@@ -54,6 +54,9 @@ pub struct Failure<'a> {
     pub endpoint: &'a str,
     /// Why (refused, timed out, HTTP status and 3scale's error code, unreadable answer).
     pub cause: &'a str,
+    /// How long the call took, against its timeout: a call that took its whole timeout timed out.
+    pub elapsed_ms: u64,
+    pub timeout_ms: u64,
     /// The service's failure policy, as configured (`deny`, `allow`, `allow_cached`).
     pub policy: &'a str,
 }
@@ -86,10 +89,12 @@ pub fn failed(
     });
     if opened == Some(true) {
         log::warn!(
-            "tollgate: service {}: 3scale outage started: {} through cluster `{}` failed: {}; failure policy `{}` decides until 3scale answers",
+            "tollgate: service {}: 3scale outage started: {} through cluster `{}` failed after {} ms (timeout {} ms): {}; failure policy `{}` decides until 3scale answers",
             failure.service,
             failure.endpoint,
             failure.cluster,
+            failure.elapsed_ms,
+            failure.timeout_ms,
             failure.cause,
             failure.policy
         );
@@ -135,6 +140,8 @@ mod tests {
             cluster: "threescale_backend",
             endpoint: "authorize",
             cause: "connection refused",
+            elapsed_ms: 2,
+            timeout_ms: 1000,
             policy: "deny",
         }
     }

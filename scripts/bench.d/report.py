@@ -280,8 +280,8 @@ def labelled_stats_lines(results: dict) -> list[str]:
         "### Per-service stats: at most 1 µs of Envoy CPU per cache hit",
         "",
         f"Every stat counted for its service too (`docs/observability.md`): {signed(cost, 'µs', 1)} per cache hit "
-        f"(`cache` against `cut_unlabelled`, the same module without the per-service counters): {verdict(met)} "
-        "(within the run-to-run noise above when smaller than it).",
+        f"(`cache` against `cut_unlabelled`, the same module without the per-service counters): {verdict(met)}. "
+        f"A difference of medians, to read against the run-to-run noise stated below (±{cut_noise(results):.1f} µs).",
     ]
 
 

@@ -109,15 +109,7 @@ impl Envoy {
             .args(["-l", "warn", "--disable-hot-restart"])
             .output()
             .unwrap_or_else(|e| panic!("cannot run Envoy: {e}"));
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ))
-        }
+        crate::process::succeeded(&output)
     }
 
     /// Envoy's log so far (the `--log-path` file, then whatever it wrote to stdout/stderr).

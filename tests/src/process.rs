@@ -1,6 +1,6 @@
 //! Child processes of the tests (Envoy, the simulator): stopping them politely and waiting on conditions.
 
-use std::process::{Child, Command};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 /// Polls `probe` every `interval` until it returns `Some`, or `timeout` passes (then `None`).
@@ -46,6 +46,18 @@ pub fn terminate(child: &mut Child, grace: Duration) {
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A finished command as a check's result: `Err` with everything it printed when it failed.
+pub fn succeeded(output: &Output) -> Result<(), String> {
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    ))
 }
 
 #[cfg(test)]

@@ -68,13 +68,5 @@ fn run_on_document(command: &mut Command, document: &Value) -> Result<(), String
         .arg(&file)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {command:?} (scripts/setup installs it): {e}"));
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
+    crate::process::succeeded(&output)
 }

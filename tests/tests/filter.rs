@@ -191,6 +191,12 @@ impl World {
         );
     }
 
+    /// The access log line of the request whose path holds `marker`, once Envoy wrote it.
+    fn access_log_line(&self, marker: &str) -> String {
+        let log = self.stack.wait_access_log(|log| log.contains(marker));
+        log.lines().find(|l| l.contains(marker)).unwrap().to_owned()
+    }
+
     fn last_received(&self, upstream: &str) -> tollgate_e2e::Received {
         match upstream {
             "staging" => self.stack.staging.last(),
@@ -1155,13 +1161,7 @@ fn debug_and_observability(w: &World, cases: &mut Cases) {
                 &format!("/items?{PROD}&marker=accesslog"),
             ));
             w.assert_allowed(&r, "production");
-            let log = w
-                .stack
-                .wait_access_log(|log| log.contains("marker=accesslog"));
-            let line = log
-                .lines()
-                .find(|l| l.contains("marker=accesslog"))
-                .unwrap();
+            let line = w.access_log_line("marker=accesslog");
             assert!(
                 line.contains(
                     "service=svc-appid app=prod-app plan=Production category=allowed usage="
@@ -1181,13 +1181,7 @@ fn debug_and_observability(w: &World, cases: &mut Cases) {
                 "/items?app_id=prod-app&app_key=wrong&marker=refusedlog",
             ));
             w.assert_refused(&r, 403, "auth_failed");
-            let log = w
-                .stack
-                .wait_access_log(|log| log.contains("marker=refusedlog"));
-            let line = log
-                .lines()
-                .find(|l| l.contains("marker=refusedlog"))
-                .unwrap();
+            let line = w.access_log_line("marker=refusedlog");
             assert!(
                 line.contains("403 service=svc-appid app=- plan=- category=auth_failed usage=-"),
                 "{line}"

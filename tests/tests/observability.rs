@@ -286,7 +286,8 @@ fn an_outage_is_one_line_when_it_starts_and_one_when_it_ends_whatever_the_worker
             let line = &started[0];
             for part in [
                 "service svc-userkey",
-                "authrep through cluster `threescale_backend` failed: 3scale answered HTTP 500",
+                "authrep through cluster `threescale_backend` failed after ",
+                " ms (timeout 2000 ms): 3scale answered HTTP 500",
                 "failure policy `deny`",
             ] {
                 assert!(line.contains(part), "{part:?} in {line}");

@@ -418,6 +418,7 @@ impl Flow {
             Purpose::Authrep => "authrep",
             Purpose::Authorize | Purpose::Fill { .. } => "authorize",
         };
+        let asked_at_ms = decided.asked_at_ms;
 
         let policy = &service.failure;
         let key = key.map_or_else(
@@ -457,7 +458,7 @@ impl Flow {
                 } else {
                     Outcome::Refused
                 };
-                self.outage(host, &service, endpoint, cause, outcome);
+                self.outage(host, (&service, asked_at_ms), endpoint, cause, outcome);
                 let admitted = Admitted {
                     slot,
                     key,
@@ -479,10 +480,22 @@ impl Flow {
             Policy::Deny | Policy::AllowCached => false,
         };
         if !passes {
-            self.outage(host, &service, endpoint, cause, Outcome::Refused);
+            self.outage(
+                host,
+                (&service, asked_at_ms),
+                endpoint,
+                cause,
+                Outcome::Refused,
+            );
             return self.refuse(host, &decided.info, Category::BackendUnavailable, None);
         }
-        self.outage(host, &service, endpoint, cause, Outcome::Allowed);
+        self.outage(
+            host,
+            (&service, asked_at_ms),
+            endpoint,
+            cause,
+            Outcome::Allowed,
+        );
         self.fail_open(host, decided, &key, now_ms)
     }
 
@@ -490,7 +503,7 @@ impl Flow {
     fn outage(
         &self,
         host: &impl Host,
-        service: &Service,
+        (service, asked_at_ms): (&Service, u64),
         endpoint: &str,
         cause: &str,
         outcome: Outcome,
@@ -500,6 +513,8 @@ impl Flow {
             cluster: &self.config.backend.cluster,
             endpoint,
             cause,
+            elapsed_ms: host.now_ms().saturating_sub(asked_at_ms),
+            timeout_ms: duration_ms(self.config.backend.timeout),
             policy: service.failure.policy.name(),
         };
         crate::outage::failed(
@@ -578,4 +593,8 @@ impl Flow {
             host.add(Stat::QueuedUnits, units);
         }
     }
+}
+
+fn duration_ms(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

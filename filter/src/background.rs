@@ -133,6 +133,8 @@ pub struct Background {
 
 /// Envoy gauge: applications whose usage waits for the next report (since the last flush).
 pub const QUEUED_GAUGE: &str = "tollgate.reports.queued_applications";
+/// Envoy gauge: cache slots that hold an application's entry (out of `cache.slots`).
+pub const SLOTS_GAUGE: &str = "tollgate.cache.slots_used";
 
 impl Background {
     pub fn new(config: Rc<Config>, vm_nonce: u32) -> Background {
@@ -266,6 +268,12 @@ impl Background {
             .and_then(|(bytes, _)| Some(u64::from_le_bytes(bytes.try_into().ok()?)))
             .unwrap_or(0);
         host.gauge(QUEUED_GAUGE, waiting);
+        let slots = Slots {
+            store: host,
+            prefix: &self.config.cache.key_prefix,
+            count: self.config.cache.slots,
+        };
+        host.gauge(SLOTS_GAUGE, slots.used());
         let by_size = waiting >= self.config.cache.report_batch_size as u64;
         let claimed = update(host, &self.key("flushed"), |last| {
             let last = last

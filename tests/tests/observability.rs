@@ -93,10 +93,19 @@ fn stats_per_service_reach_prometheus_with_their_labels() {
     let unmatched = Request::get("/items").header("host", "nobody.test");
     let _ = stack.send(&unmatched);
 
-    let samples = prometheus(&stack);
-    if std::env::var_os("TOLLGATE_DEBUG_PROMETHEUS").is_some() {
-        println!("{}", stack.envoy.admin_get("/stats/prometheus").text());
-    }
+    // The gauges are set by the background tick: once one is there, every series is.
+    let samples = tollgate_e2e::wait_until(
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_millis(100),
+        || {
+            let samples = prometheus(&stack);
+            let ticked = samples
+                .keys()
+                .any(|(name, _)| name == "tollgate_reports_queued_applications");
+            ticked.then_some(samples)
+        },
+    )
+    .expect("the background tick set its gauges");
     let mut cases = Cases::new("stats per service in Prometheus");
     let denied = "tollgate_service_denied";
     cases.case("refusals by service and category", || {

@@ -178,12 +178,39 @@ impl<S: SharedStore> Slots<'_, S> {
             };
             // A slot never written is created whatever the CAS; 1 makes a concurrent creator retry.
             match self.store.set(&name, &value, Some(cas.unwrap_or(1))) {
-                Ok(()) => return Some(n),
+                Ok(()) => {
+                    if bytes.is_none() {
+                        self.count_slot_taken();
+                    }
+                    return Some(n);
+                }
                 Err(StoreError::CasMismatch) => continue,
                 Err(StoreError::Other) => return None,
             }
         }
         None
+    }
+
+    /// How many slots ever held an entry (slots are reused, never emptied): the cache's fill.
+    pub fn used(&self) -> u64 {
+        self.store
+            .get(&self.used_key())
+            .and_then(|(bytes, _)| Some(u64::from_le_bytes(bytes.try_into().ok()?)))
+            .unwrap_or(0)
+    }
+
+    /// A slot never written was taken: one shared-data update per slot, ever.
+    fn count_slot_taken(&self) {
+        let _ = crate::store::update(self.store, &self.used_key(), |current| {
+            let n = current
+                .and_then(|b| Some(u64::from_le_bytes(b.try_into().ok()?)))
+                .unwrap_or(0);
+            ((), Some(n.saturating_add(1).to_le_bytes().to_vec()))
+        });
+    }
+
+    fn used_key(&self) -> String {
+        format!("{}.slots_used", self.prefix)
     }
 
     /// The slot to store `key` in, with what it holds now.
@@ -225,6 +252,22 @@ mod tests {
 
     fn entry(key: &str) -> Entry {
         Entry::new(key.to_string(), Answer::Authorized, None, 1_000).unwrap()
+    }
+
+    #[test]
+    fn the_slots_ever_taken_are_counted_once_each() {
+        let store = MemoryStore::default();
+        let slots = Slots {
+            store: &store,
+            prefix: "p",
+            count: 1024,
+        };
+        assert_eq!(slots.used(), 0);
+        for key in ["a", "b", "a"] {
+            let entry = Entry::new(key.into(), Answer::Authorized, None, 0).unwrap();
+            slots.place(&entry, |_| {}).unwrap();
+        }
+        assert_eq!(slots.used(), 2, "a's entry placed again is not a new slot");
     }
 
     #[test]

@@ -35,7 +35,6 @@ use super::publication::{self, Live};
 use super::settings::PortalSettings;
 
 #[cfg(test)]
-#[path = "fetch_tests.rs"]
 mod tests;
 
 /// Porta's largest page.

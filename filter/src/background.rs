@@ -409,8 +409,7 @@ impl Background {
                     endpoint: "authorize (a cache refresh)",
                     cause: detail,
                     elapsed_ms: now_ms.saturating_sub(sent_at_ms),
-                    timeout_ms: u64::try_from(self.config.backend.timeout.as_millis())
-                        .unwrap_or(u64::MAX),
+                    timeout_ms: self.config.backend.timeout_ms(),
                     policy: service.failure.policy.name(),
                 };
                 crate::outage::failed(host, &self.config.cache.key_prefix, &failure, None, now_ms);

@@ -177,10 +177,10 @@ pub fn collect(
     let abandoned_after = config.cache.report_timeout_ms.saturating_mul(2) + 1000;
     let mut collected = Collected::default();
     let mut shared: Vec<(Rc<Service>, Vec<Share>)> = Vec::new();
+    // Slots to take at a later flush: entries whose maximum of reports is in flight, entries
+    // other workers kept writing, and entries of a newer build of the module (still to report, by
+    // a build that reads them).
     let mut waiting = Vec::new();
-    // Entries other workers kept writing, or written by a newer build of the module: still to
-    // report, by a later flush or by a build that reads them.
-    let mut unread = Vec::new();
     collected.more = true;
     for _ in 0..max_entries {
         let Some(slot) = slots
@@ -221,7 +221,7 @@ pub fn collect(
         let (transactions, units, abandoned, confirmed, requeue) = match taken {
             Found::Entry { result, .. } => result,
             Found::Busy => {
-                unread.push(slot);
+                waiting.push(slot);
                 continue;
             }
             Found::Missing => continue,
@@ -248,9 +248,6 @@ pub fn collect(
         } else {
             collected.calls.push(call(&service, vec![(part, report)]));
         }
-    }
-    for slot in unread {
-        requeue(slots.store, slot);
     }
     for (service, parts) in shared {
         collected.calls.extend(split(&service, parts));

@@ -99,6 +99,13 @@ pub struct InternalHeaders {
     pub debug: String,
 }
 
+impl Backend {
+    /// The timeout of a call to 3scale, in milliseconds.
+    pub fn timeout_ms(&self) -> u64 {
+        u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
 impl InternalHeaders {
     /// Every header a client must never be able to set on the way upstream.
     pub fn all(&self) -> [&str; 5] {

@@ -161,7 +161,7 @@ impl Flow {
         let now_ms = host.now_ms();
         let ttl = self.config.cache.ttl_ms;
         let horizon = self.horizon_ms(&service);
-        let stuck_after = self.config.backend.timeout.as_millis() as u64 * 2 + 1000;
+        let stuck_after = self.config.backend.timeout_ms().saturating_mul(2) + 1000;
         let codes = service.report_response_codes;
         let found = self.slots(host).update(&key, |entry| {
             let age = entry.age_ms(now_ms);
@@ -514,7 +514,7 @@ impl Flow {
             endpoint,
             cause,
             elapsed_ms: host.now_ms().saturating_sub(asked_at_ms),
-            timeout_ms: duration_ms(self.config.backend.timeout),
+            timeout_ms: self.config.backend.timeout_ms(),
             policy: service.failure.policy.name(),
         };
         crate::outage::failed(
@@ -593,8 +593,4 @@ impl Flow {
             host.add(Stat::QueuedUnits, units);
         }
     }
-}
-
-fn duration_ms(duration: std::time::Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -240,14 +240,11 @@ pub(super) fn response_headers(host: &impl Host, forwarded: &Forwarded) {
 
 /// The usage the matched mapping rules gave, for access logs: `metric:delta` pairs, comma-separated.
 fn usage_text(usage: &crate::usage::Usage) -> String {
-    let mut text = String::new();
+    use std::fmt::Write;
+    let mut text = String::with_capacity(16 * usage.len());
     for (metric, delta) in usage.iter() {
-        if !text.is_empty() {
-            text.push(',');
-        }
-        text.push_str(metric);
-        text.push(':');
-        text.push_str(&delta.to_string());
+        let comma = if text.is_empty() { "" } else { "," };
+        let _ = write!(text, "{comma}{metric}:{delta}");
     }
     text
 }

@@ -85,12 +85,12 @@ impl Adoption {
             template.get_or_insert(config);
         }
         self.generation = generation;
-        let Some(template) = template.or_else(|| self.last.take()) else {
-            return Some(Err("the publication has no services".into()));
-        };
         if next.is_empty() {
             return Some(Err("the publication has no services".into()));
         }
+        let Some(template) = template.or_else(|| self.last.take()) else {
+            return Some(Err("the publication has no services".into()));
+        };
         let services = next.iter().map(|a| Rc::clone(&a.service)).collect();
         let warnings = next.iter().flat_map(|a| a.warnings.clone()).collect();
         let config = template.with_services(services);

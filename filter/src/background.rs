@@ -151,9 +151,13 @@ impl Background {
         self.config = config;
     }
 
-    /// How often the root context ticks: often enough for the size trigger and refreshes.
+    /// How often the root context ticks: often enough for the size trigger and refreshes, and for
+    /// leases to be returned within one lease period of their expiry.
     pub fn tick_period_ms(&self) -> u64 {
-        self.config.cache.report_interval_ms.min(200)
+        self.config
+            .cache
+            .report_interval_ms
+            .min(crate::lease::LEASE_MS)
     }
 
     pub fn tick(&mut self, host: &impl Host) {

@@ -17,6 +17,7 @@ pub mod glob;
 pub mod held;
 pub mod host;
 pub mod hostcalls;
+pub mod lease;
 pub mod mapping;
 pub mod mask;
 pub mod outage;

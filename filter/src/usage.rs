@@ -57,6 +57,60 @@ impl Usage {
     pub fn len(&self) -> usize {
         self.entries.len()
     }
+
+    /// Adds every delta of `other`.
+    pub fn add_all(&mut self, other: &Usage) {
+        for (metric, delta) in &other.entries {
+            self.add(metric, *delta);
+        }
+    }
+
+    /// Takes every delta of `other` off (never below 0); metrics that reach 0 stay, at 0.
+    pub fn take_all(&mut self, other: &Usage) {
+        for (metric, delta) in &other.entries {
+            if let Some((_, total)) = self.entries.iter_mut().find(|(name, _)| name == metric) {
+                *total = total.saturating_sub(*delta);
+            }
+        }
+    }
+
+    /// Raises each metric of `other` to at least its delta there.
+    pub fn raise_to(&mut self, other: &Usage) {
+        for (metric, delta) in &other.entries {
+            match self.entries.iter_mut().find(|(name, _)| name == metric) {
+                Some((_, total)) => *total = (*total).max(*delta),
+                None => self.entries.push((Rc::clone(metric), *delta)),
+            }
+        }
+    }
+
+    /// Every delta multiplied by `factor`.
+    pub fn times(&self, factor: u64) -> Usage {
+        self.map(|_, delta| delta.saturating_mul(factor))
+    }
+
+    /// Whether `self + more` stays within `limit`, metric by metric.
+    pub fn fits(&self, more: &Usage, limit: &Usage) -> bool {
+        more.iter()
+            .all(|(metric, delta)| self.get(metric).saturating_add(delta) <= limit.get(metric))
+    }
+
+    /// The same metrics, each delta replaced by `f(metric, delta)`, without those left at 0.
+    pub fn map(&self, mut f: impl FnMut(&str, u64) -> u64) -> Usage {
+        Usage {
+            entries: self
+                .entries
+                .iter()
+                .map(|(metric, delta)| (Rc::clone(metric), f(metric, *delta)))
+                .filter(|(_, delta)| *delta > 0)
+                .collect(),
+        }
+    }
+
+    /// `self - less`, metric by metric (never below 0), without the metrics left at 0.
+    pub fn minus(&self, less: &Usage) -> Usage {
+        self.map(|metric, delta| delta.saturating_sub(less.get(metric)))
+    }
 }
 
 #[cfg(test)]

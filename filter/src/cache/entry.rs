@@ -377,19 +377,60 @@ impl Entry {
     /// A request admitted at `admitted_at_s` with `usage` awaiting its code got `code` (0: no
     /// response): its usage stops awaiting and joins the pending report under that code.
     pub fn record(&mut self, usage: &Usage, code: u16, admitted_at_s: u64) {
+        self.record_requests(usage, code, 1, admitted_at_s);
+    }
+
+    /// [`Entry::record`] for `requests` requests at once, `usage` their sum: how a worker's lease
+    /// returns its finished requests (`crate::lease`).
+    pub fn record_requests(&mut self, usage: &Usage, code: u16, requests: u64, admitted_at_s: u64) {
         for (metric, delta) in usage.iter() {
             self.unreported.answered(metric, delta, admitted_at_s);
         }
-        self.add_pending(usage, code);
+        self.add_pending_requests(usage, code, requests);
+    }
+
+    /// Usage awaiting its code since `admitted_at_s` awaits it from `now_ms` on: a lease renewed
+    /// while its requests are in progress keeps their units counted under its new stamp.
+    pub fn restamp(&mut self, usage: &Usage, admitted_at_s: u64, now_ms: u64) {
+        for (metric, delta) in usage.iter() {
+            self.unreported.answered(metric, delta, admitted_at_s);
+            self.unreported.awaiting(metric, delta, now_ms);
+        }
+    }
+
+    /// How many requests of `shape` fit in `1 / share` of what is left under every limit they
+    /// land on, at `now_s` (`u64::MAX` when no limit applies).
+    pub fn requests_within(&mut self, shape: &Usage, share: u64, now_s: u64) -> u64 {
+        self.roll_periods(now_s);
+        applicable_reports(&self.reports, &self.hierarchy, shape)
+            .filter(|(_, delta)| *delta > 0)
+            .map(|(report, delta)| {
+                report.max_value.saturating_sub(report.current_value) / share.max(1) / delta
+            })
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// When the first of the limits' current periods ends (UNIX seconds), if one ever does.
+    pub fn first_period_end(&self) -> Option<u64> {
+        self.reports
+            .iter()
+            .filter(|report| report.period != Period::Eternity)
+            .filter_map(|report| report.period_end)
+            .min()
     }
 
     /// Adds one request's usage to the pending report, under its response code (0: not known).
     fn add_pending(&mut self, usage: &Usage, code: u16) {
+        self.add_pending_requests(usage, code, 1);
+    }
+
+    fn add_pending_requests(&mut self, usage: &Usage, code: u16, requests: u64) {
         for (metric, delta) in usage.iter() {
             self.unreported.add(code, metric, delta);
         }
-        if usage.iter().any(|(_, delta)| delta > 0) {
-            self.unreported.add(code, REQUESTS, 1);
+        if requests > 0 && usage.iter().any(|(_, delta)| delta > 0) {
+            self.unreported.add(code, REQUESTS, requests);
         }
     }
 
@@ -397,9 +438,20 @@ impl Entry {
     /// reaching the upstream (`no_route_for_plan`): its usage stops awaiting and comes off the
     /// limits, never reported.
     pub fn give_back(&mut self, usage: &Usage, admitted_at_s: u64) {
-        for (metric, delta) in usage.iter() {
-            self.unreported.answered(metric, delta, admitted_at_s);
+        self.release(usage, admitted_at_s, true);
+    }
+
+    /// Usage awaiting its code since `admitted_at_s` stops awaiting; with `uncharge`, it also
+    /// comes off the limits (a lease's unspent units, when no period rolled over since).
+    /// Only what was found awaiting comes off: an entry that replaced the one the usage was
+    /// admitted in (its slot was reused) never counted it.
+    pub fn release(&mut self, usage: &Usage, admitted_at_s: u64, uncharge: bool) {
+        let found =
+            usage.map(|metric, delta| self.unreported.answered(metric, delta, admitted_at_s));
+        if !uncharge {
+            return;
         }
+        let usage = &found;
         for (report, used) in self.reports.iter_mut().zip(self.used.iter_mut()) {
             // At most what the period holds. Admission and give-back happen in one callback, so a
             // period rolling in between (another worker, at the boundary) is rare; it then takes

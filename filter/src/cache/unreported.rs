@@ -276,16 +276,19 @@ impl Unreported {
     /// A request admitted at `admitted_at_s` ended: up to `delta` units of `metric` admitted in
     /// its minute stop awaiting (they are then recorded as pending with their code, or given back).
     /// Units already let go as too old are not taken from other requests.
-    pub fn answered(&mut self, metric: &str, delta: u64, admitted_at_s: u64) {
+    pub fn answered(&mut self, metric: &str, delta: u64, admitted_at_s: u64) -> u64 {
         let minute = admission_minute(admitted_at_s);
+        let mut found = 0;
         if let Some(tally) = self
             .awaiting
             .iter_mut()
             .find(|tally| tally.code == minute && tally.metric == metric)
         {
-            tally.delta = tally.delta.saturating_sub(delta);
+            found = tally.delta.min(delta);
+            tally.delta -= found;
         }
         self.awaiting.retain(|tally| tally.delta > 0);
+        found
     }
 
     /// Lets go of awaiting usage admitted more than [`AWAITING_TIMEOUT_MS`] before `now_ms`: its

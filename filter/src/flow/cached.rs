@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use super::forward::{Allow, unix_now};
 use super::refuse::Denial;
-use super::{Admitted, Decided, Flow, Purpose, Report, Stage};
+use super::{Admitted, Decided, Flow, Held, Purpose, Report, Stage};
 use crate::background::{RefreshJob, request_refresh};
 use crate::cache::slots::{Found, Slots};
 use crate::cache::{Admission, Answer, Entry, cache_key, known};
@@ -13,6 +13,7 @@ use crate::category::Category;
 use crate::config::{Policy, Service};
 use crate::credentials::Credentials;
 use crate::host::{Action, Host};
+use crate::lease;
 use crate::outage::Outcome;
 use crate::report::mark_dirty;
 use crate::stats::Stat;
@@ -62,20 +63,7 @@ pub(super) fn record(
                 mark_dirty(host, &config.cache.key_prefix, slot);
             }
         }
-        Found::Missing | Found::Busy => {
-            let service = crate::cache::parse_key(&admitted.key).and_then(|(id, application)| {
-                Some((config.services.iter().find(|s| s.id == id)?, application))
-            });
-            if let Some((service, application)) = service {
-                crate::background::send_report(
-                    Rc::clone(service),
-                    application,
-                    usage,
-                    (code != 0).then_some(code),
-                    None,
-                );
-            }
-        }
+        Found::Missing | Found::Busy => lease::report_alone(config, &admitted.key, usage, code),
     }
 }
 
@@ -110,18 +98,6 @@ fn update_admitted<T>(
         Found::Missing => slots.update(&admitted.key, &mut change),
         found => found,
     }
-}
-
-/// What the entry said about one request.
-enum Lookup {
-    Decided {
-        admission: Admission,
-        stale: bool,
-        refresh: bool,
-        newly_dirty: bool,
-    },
-    /// Too old for the service's horizon, or 3scale never answered for it: ask 3scale.
-    TooOld,
 }
 
 impl Flow {
@@ -159,50 +135,34 @@ impl Flow {
             return self.ask(host, decided, Purpose::Fill { key });
         }
         let now_ms = host.now_ms();
-        let ttl = self.config.cache.ttl_ms;
-        let horizon = self.horizon_ms(&service);
-        let stuck_after = self.config.backend.timeout_ms().saturating_mul(2) + 1000;
         let codes = service.report_response_codes;
-        let found = self.slots(host).update(&key, |entry| {
-            let age = entry.age_ms(now_ms);
-            if age > horizon || entry.answer == Answer::Unknown {
-                return (Lookup::TooOld, false);
-            }
-            let admission = admit(entry, &decided.usage, now_ms / 1000, codes);
-            let stale = age > ttl;
-            let refresh = stale && entry.claim_refresh(now_ms, stuck_after);
-            let newly_dirty = !entry.dirty && entry.has_pending();
-            entry.dirty |= newly_dirty;
-            let changed = matches!(admission, Admission::Allowed { .. }) || refresh;
-            (
-                Lookup::Decided {
-                    admission,
-                    stale,
-                    refresh,
-                    newly_dirty,
-                },
-                changed,
-            )
-        });
-        match found {
+        let headers = service.rate_limit_headers;
+        if let Some(admission) = lease::admit(&key, &decided.usage, now_ms, codes, headers) {
+            host.count(Stat::CacheHits);
+            return self.admitted(host, decided, admission, Some(Held::Lease(key)), false);
+        }
+        let request = lease::Request {
+            key: &key,
+            usage: &decided.usage,
+            now_ms,
+            awaiting_code: codes,
+            rate_limit: headers,
+        };
+        let freshness = lease::Freshness {
+            ttl_ms: self.config.cache.ttl_ms,
+            horizon_ms: self.horizon_ms(&service),
+            stuck_after_ms: self.config.backend.timeout_ms().saturating_mul(2) + 1000,
+        };
+        match lease::renew(&self.slots(host), &self.config, &request, &freshness) {
             Found::Entry {
-                slot,
-                result:
-                    Lookup::Decided {
-                        admission,
-                        stale,
-                        refresh,
-                        newly_dirty,
-                    },
+                result: Some(renewal),
+                ..
             } => {
                 host.count(Stat::CacheHits);
-                if stale {
+                if renewal.stale {
                     host.count(Stat::CacheStale);
                 }
-                if newly_dirty {
-                    mark_dirty(host, &self.config.cache.key_prefix, slot);
-                }
-                if refresh {
+                if renewal.refresh {
                     request_refresh(RefreshJob {
                         service: Rc::clone(&service),
                         key: key.clone(),
@@ -210,15 +170,10 @@ impl Flow {
                         referrer: decided.referrer.clone(),
                     });
                 }
-                let at_s = now_ms / 1000;
-                let admitted = Admitted { slot, key, at_s };
-                self.admitted(host, decided, admission, Some(admitted), false)
+                let held = Some(Held::Lease(key));
+                self.admitted(host, decided, renewal.admission, held, false)
             }
-            Found::Entry {
-                result: Lookup::TooOld,
-                ..
-            }
-            | Found::Missing => {
+            Found::Entry { result: None, .. } | Found::Missing => {
                 host.count(Stat::CacheMisses);
                 self.ask(host, decided, Purpose::Fill { key })
             }
@@ -244,16 +199,23 @@ impl Flow {
         host: &impl Host,
         decided: Decided,
         admission: Admission,
-        admitted: Option<Admitted>,
+        held: Option<Held>,
         fail_open: bool,
     ) -> Action {
         match admission {
             Admission::Allowed { plan, rate_limit } => {
                 let units = decided.usage.units();
                 let codes = decided.info.service.report_response_codes;
-                let report = admitted.filter(|_| codes).map(|admitted| Report::Cached {
-                    admitted,
-                    usage: decided.usage.clone(),
+                let usage = || decided.usage.clone();
+                let report = held.filter(|_| codes).map(|held| match held {
+                    Held::Entry(admitted) => Report::Cached {
+                        admitted,
+                        usage: usage(),
+                    },
+                    Held::Lease(key) => Report::Leased {
+                        key,
+                        usage: usage(),
+                    },
                 });
                 let allow = Allow {
                     plan,
@@ -355,7 +317,7 @@ impl Flow {
                     key: key.to_string(),
                     at_s: now_ms / 1000,
                 };
-                self.admitted(host, decided, admission, Some(admitted), false)
+                self.admitted(host, decided, admission, Some(Held::Entry(admitted)), false)
             }
             Found::Missing | Found::Busy => self.decide_uncached(host, decided, &verdict),
         }
@@ -464,7 +426,7 @@ impl Flow {
                     key,
                     at_s: now_ms / 1000,
                 };
-                return self.admitted(host, decided, admission, Some(admitted), true);
+                return self.admitted(host, decided, admission, Some(Held::Entry(admitted)), true);
             }
         }
         let listed = |credentials: &Credentials| {

@@ -73,8 +73,12 @@ impl Flow {
                     "tollgate: service {}: no cluster for plan {plan:?}",
                     service.id
                 );
-                if let Some(Report::Cached { admitted, usage }) = &allow.report {
-                    super::cached::give_back(host, &self.config, admitted, usage);
+                match &allow.report {
+                    Some(Report::Cached { admitted, usage }) => {
+                        super::cached::give_back(host, &self.config, admitted, usage);
+                    }
+                    Some(Report::Leased { key, usage }) => crate::lease::give_back(key, usage),
+                    _ => {}
                 }
                 return self.refuse_with(
                     host,

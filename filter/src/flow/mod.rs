@@ -96,6 +96,8 @@ struct Forwarded {
 enum Report {
     /// Its usage awaits the response code in a cache entry.
     Cached { admitted: Admitted, usage: Usage },
+    /// Its usage awaits the response code in the worker's lease on the cache entry of `key`.
+    Leased { key: String, usage: Usage },
     /// `per_request` mode with response codes: one report of its own.
     Single {
         service: Rc<Service>,
@@ -115,6 +117,12 @@ impl Report {
             hold: decided.info.hold.borrow_mut().take(),
         }
     }
+}
+
+/// Where an admitted request's usage waits for its response code.
+enum Held {
+    Entry(Admitted),
+    Lease(String),
 }
 
 /// The cache entry a request was admitted in, and when.
@@ -274,6 +282,12 @@ impl Flow {
         match report {
             Report::Cached { admitted, usage } => {
                 cached::record(host, &self.config, &admitted, &usage, code.unwrap_or(0));
+            }
+            Report::Leased { key, usage } => {
+                let code = code.unwrap_or(0);
+                if !crate::lease::finish(&key, &usage, code) {
+                    crate::lease::report_alone(&self.config, &key, &usage, code);
+                }
             }
             Report::Single {
                 service,

@@ -986,6 +986,9 @@ mod cache_mode {
             );
             flow.on_log(&host);
         }
+        // The unit the worker's lease reserved comes back when the lease is returned.
+        let later = host.now_ms() + crate::lease::LEASE_MS;
+        crate::lease::settle_expired(&slots(&host), &config, later);
         assert_eq!(entry_used(&host, "a1"), vec![0]);
         assert_eq!(entry_pending(&host, "a1"), Vec::new(), "nothing to report");
         assert!(

@@ -11,6 +11,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as ProxyAction, BufferType, ContextType, LogLevel};
 
 use crate::background::Background;
+use crate::cache::slots::Slots;
 use crate::config::Config;
 use crate::flow::Flow;
 use crate::host::{Action, Host};
@@ -46,6 +47,24 @@ struct Root {
 }
 
 impl Context for Root {
+    /// The plugin is going away (an upgrade, its configuration removed): every lease goes back to
+    /// the shared cache first, so what it admitted is reported by whoever stays.
+    fn on_done(&mut self) -> bool {
+        let host = Adapter::new(Wasm, &self.ids);
+        if let Some(config) = &self.config {
+            let slots = Slots {
+                store: &host,
+                prefix: &config.cache.key_prefix,
+                count: config.cache.slots,
+            };
+            crate::lease::settle_all(&slots, config, host.now_ms());
+        }
+        if let Some(background) = &mut self.background {
+            background.tick(&host);
+        }
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token: u32,
@@ -147,6 +166,14 @@ impl RootContext for Root {
             self.adopt_published();
         }
         let host = Adapter::new(Wasm, &self.ids);
+        if let Some(config) = &self.config {
+            let slots = Slots {
+                store: &host,
+                prefix: &config.cache.key_prefix,
+                count: config.cache.slots,
+            };
+            crate::lease::settle_expired(&slots, config, host.now_ms());
+        }
         if let Some(background) = &mut self.background {
             background.tick(&host);
         }

@@ -7,6 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+/// How long Tollgate may take to hand its counters to Envoy: two ticks of its root context.
+pub const COUNTERS_FLUSHED: std::time::Duration = std::time::Duration::from_millis(120);
+
 use crate::client::{Request, Response, send};
 use crate::paths::envoy_binary;
 use crate::process::{tail, terminate, wait_until};
@@ -137,8 +140,10 @@ impl Envoy {
         })
     }
 
-    /// Counters and gauges by name (histograms left out).
+    /// Counters and gauges by name (histograms left out), once the module has handed over its counters: it adds
+    /// them up in each VM and gives Envoy the sums at every tick (50 ms), so a read waits for two ticks.
     pub fn stats(&self) -> HashMap<String, u64> {
+        std::thread::sleep(COUNTERS_FLUSHED);
         let response = self.admin_get("/stats?format=json");
         parse_stats(&response.json())
     }

@@ -29,7 +29,7 @@ pub use backend::{
 };
 pub use cases::Cases;
 pub use client::{Request, Response, send, send_raw, send_to};
-pub use envoy::{Envoy, EnvoyOptions, envoy_expect_rejected};
+pub use envoy::{COUNTERS_FLUSHED, Envoy, EnvoyOptions, envoy_expect_rejected};
 pub use load::{Connection, Load, LoadSpec, Sample, run_load};
 pub use paths::{
     envoy_binary, next_format_wasm_path, sim_binary, target_dir, test_hooks_wasm_path, wasm_path,

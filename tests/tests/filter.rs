@@ -848,6 +848,7 @@ fn categories(w: &World, cases: &mut Cases) {
             // answer within milliseconds, or time out after 2 s). Envoy names custom metrics
             // without their `wasmcustom.` namespace in this format.
             let slow_calls = || {
+                std::thread::sleep(tollgate_e2e::COUNTERS_FLUSHED);
                 let text = w.stack.envoy.admin_get("/stats/prometheus").text();
                 let bucket = |le: &str| {
                     let name = format!("tollgate_backend_latency_ms_bucket{{le=\"{le}\"}} ");

@@ -30,6 +30,7 @@ type Series = (String, BTreeMap<String, String>);
 
 /// Every sample of Envoy's Prometheus output, by name and labels.
 fn prometheus(stack: &Stack) -> BTreeMap<Series, f64> {
+    std::thread::sleep(tollgate_e2e::COUNTERS_FLUSHED);
     let body = stack.envoy.admin_get("/stats/prometheus").text();
     body.lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())

@@ -116,6 +116,7 @@ fn compile(raw: RawConfig, env: Env) -> Result<Config, ConfigError> {
         headers,
         replies,
         form_body_limit,
+        filter_state: raw.filter_state.unwrap_or(false),
         warnings,
     })
 }
@@ -773,6 +774,12 @@ fn cache_settings(raw: &RawCache) -> Result<CacheSettings, ConfigError> {
             5000,
             100..=60_000,
             "cache.report_timeout_ms",
+        )?,
+        lease_ms: bounded(
+            raw.lease_ms,
+            crate::lease::LEASE_MS,
+            0..=10_000,
+            "cache.lease_ms",
         )?,
         key_prefix,
     })

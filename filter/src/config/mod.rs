@@ -38,6 +38,9 @@ pub struct Config {
     /// Replies for requests that reach no service (service_not_found).
     pub replies: Replies,
     pub form_body_limit: usize,
+    /// Expose service, application, plan, category and usage to access logs as filter state: five
+    /// hostcalls per request, so only when an access log reads them.
+    pub filter_state: bool,
     /// Whether any service is selected by route name (so the route name is read only then).
     pub uses_route_names: bool,
     /// The only service, when it answers for every host: it serves every request, and neither the
@@ -64,6 +67,9 @@ pub struct CacheSettings {
     /// How long a report may take: longer than an authorization, since no request waits for it
     /// and a timed-out report can only be counted as uncertain.
     pub report_timeout_ms: u64,
+    /// How long a worker decides from its lease on an application before returning it
+    /// (`crate::lease`); 0: every request is decided in the shared entry.
+    pub lease_ms: u64,
     /// Prefix of every shared-data key and queue name (Istio gives every plugin the same `vm_id`).
     pub key_prefix: String,
 }

@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub headers: Option<RawHeaders>,
     pub errors: Option<RawErrors>,
     pub form_body_limit_bytes: Option<usize>,
+    pub filter_state: Option<bool>,
     pub cache: Option<RawCache>,
     pub role: Option<Role>,
 }
@@ -35,6 +36,7 @@ impl FromJson for RawConfig {
                 "headers",
                 "errors",
                 "form_body_limit_bytes",
+                "filter_state",
                 "cache",
                 "role",
             ],
@@ -46,6 +48,7 @@ impl FromJson for RawConfig {
             headers: o.or_default("headers")?,
             errors: o.or_default("errors")?,
             form_body_limit_bytes: o.or_default("form_body_limit_bytes")?,
+            filter_state: o.or_default("filter_state")?,
             cache: o.or_default("cache")?,
             role: o.or_default("role")?,
         })
@@ -78,6 +81,7 @@ pub struct RawCache {
     pub report_interval_ms: Option<u64>,
     pub report_batch_size: Option<usize>,
     pub report_timeout_ms: Option<u64>,
+    pub lease_ms: Option<u64>,
     pub key_prefix: Option<String>,
 }
 
@@ -92,6 +96,7 @@ impl FromJson for RawCache {
                 "report_interval_ms",
                 "report_batch_size",
                 "report_timeout_ms",
+                "lease_ms",
                 "key_prefix",
             ],
         )?;
@@ -101,6 +106,7 @@ impl FromJson for RawCache {
             report_interval_ms: o.or_default("report_interval_ms")?,
             report_batch_size: o.or_default("report_batch_size")?,
             report_timeout_ms: o.or_default("report_timeout_ms")?,
+            lease_ms: o.or_default("lease_ms")?,
             key_prefix: o.or_default("key_prefix")?,
         })
     }

@@ -152,6 +152,7 @@ impl Flow {
             ttl_ms: self.config.cache.ttl_ms,
             horizon_ms: self.horizon_ms(&service),
             stuck_after_ms: self.config.backend.timeout_ms().saturating_mul(2) + 1000,
+            lease_ms: self.config.cache.lease_ms,
         };
         match lease::renew(&self.slots(host), &self.config, &request, &freshness) {
             Found::Entry {

@@ -113,15 +113,17 @@ impl Flow {
         if let (true, Some(plan)) = (service.send_plan, plan) {
             host.set_request_header(&headers.plan, Some(plan.as_bytes()));
         }
-        host.set_filter_state("tollgate.service_id", service.id.as_bytes());
-        if let Some(app_id) = app_id {
-            host.set_filter_state("tollgate.app_id", app_id.as_bytes());
+        if self.config.filter_state {
+            host.set_filter_state("tollgate.service_id", service.id.as_bytes());
+            if let Some(app_id) = app_id {
+                host.set_filter_state("tollgate.app_id", app_id.as_bytes());
+            }
+            if let Some(plan) = plan {
+                host.set_filter_state("tollgate.plan", plan.as_bytes());
+            }
+            host.set_filter_state("tollgate.category", b"allowed");
+            host.set_filter_state("tollgate.usage", usage_text(&decided.usage).as_bytes());
         }
-        if let Some(plan) = plan {
-            host.set_filter_state("tollgate.plan", plan.as_bytes());
-        }
-        host.set_filter_state("tollgate.category", b"allowed");
-        host.set_filter_state("tollgate.usage", usage_text(&decided.usage).as_bytes());
         if service.routing.is_some() {
             host.clear_route_cache();
         }

@@ -40,8 +40,10 @@ impl Flow {
         if let Some(hold) = info.hold.borrow_mut().take() {
             hold.release(host);
         }
-        host.set_filter_state("tollgate.service_id", info.service.id.as_bytes());
-        host.set_filter_state("tollgate.category", category.code().as_bytes());
+        if self.config.filter_state {
+            host.set_filter_state("tollgate.service_id", info.service.id.as_bytes());
+            host.set_filter_state("tollgate.category", category.code().as_bytes());
+        }
         let mut extra = Vec::new();
         if category == Category::AuthMissing {
             extra.push(("www-authenticate".to_string(), challenge(info)));

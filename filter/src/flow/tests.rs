@@ -222,6 +222,7 @@ impl Host for FakeHost {
 }
 
 const CONFIG: &str = r#"{
+  "filter_state": true,
   "backend": {"cluster": "threescale_backend", "authority": "backend.test"},
   "services": [{
     "id": "svc1",
@@ -243,6 +244,18 @@ const SANDBOX: &str = r#"<?xml version="1.0" encoding="UTF-8"?><status><authoriz
 
 fn new_flow() -> Flow {
     Flow::new(Rc::new(Config::load(CONFIG.as_bytes(), &|_| None).unwrap()))
+}
+
+#[test]
+fn without_filter_state_nothing_is_written_for_access_logs() {
+    let host = api("GET", "/items?app_id=a1&app_key=k1", &[]);
+    let config = CONFIG.replace(r#""filter_state": true,"#, "");
+    let mut flow = Flow::new(Rc::new(Config::load(config.as_bytes(), &|_| None).unwrap()));
+    flow.on_request_headers(&host, true);
+    host.answer(200, None, SANDBOX);
+    flow.on_callout_response(&host, 7, 1, 0);
+    assert!(host.resumed.get());
+    assert_eq!(*host.filter_state.borrow(), Vec::new());
 }
 
 fn api(method: &str, path: &str, extra: &[(&str, &str)]) -> FakeHost {

@@ -62,6 +62,7 @@ impl Context for Root {
         if let Some(background) = &mut self.background {
             background.tick(&host);
         }
+        host.flush_counters();
         true
     }
 
@@ -126,7 +127,7 @@ impl RootContext for Root {
                 let period = Duration::from_millis(
                     self.background
                         .as_ref()
-                        .map_or(200, Background::tick_period_ms),
+                        .map_or(crate::lease::LEASE_MS, Background::tick_period_ms),
                 );
                 if let Err(status) = Wasm.set_tick_period(period) {
                     log::error!("tollgate: no tick ({status:?}): reports and refreshes cannot run");
@@ -177,6 +178,7 @@ impl RootContext for Root {
         if let Some(background) = &mut self.background {
             background.tick(&host);
         }
+        host.flush_counters();
     }
 }
 

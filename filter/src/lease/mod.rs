@@ -48,7 +48,7 @@ use crate::category::Category;
 use crate::ratelimit::most_constraining;
 use crate::usage::Usage;
 
-/// How long a lease decides before it is renewed or returned (ms).
+/// How long a lease decides before it is renewed or returned (ms), unless `cache.lease_ms` says.
 pub const LEASE_MS: u64 = 50;
 /// The most requests one lease is sized for.
 pub const MAX_REQUESTS: u64 = 64;

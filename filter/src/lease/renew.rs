@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use super::{HEADROOM_SHARE, LEASE_MS, Lease, Terms, size, table};
+use super::{HEADROOM_SHARE, Lease, Terms, size, table};
 use crate::cache::slots::{Found, Slots};
 use crate::cache::{Admission, Answer, Entry, is_newer, parse_key};
 use crate::config::Config;
@@ -29,6 +29,8 @@ pub struct Freshness {
     pub horizon_ms: u64,
     /// A refresh claimed longer ago than this is taken over.
     pub stuck_after_ms: u64,
+    /// How long a lease decides (`cache.lease_ms`); 0: no lease beyond the request itself.
+    pub lease_ms: u64,
 }
 
 /// The decision on the request a lease was renewed for.
@@ -123,9 +125,10 @@ fn grant(
     let refresh = stale && entry.claim_refresh(now_ms, freshness.stuck_after_ms);
     let mut shape = old.map_or_else(Usage::new, |old| old.shape.clone());
     shape.raise_to(request.usage);
-    let wanted = match (stale, old) {
-        (true, _) => 1,
-        (false, old) => size::wanted(old.map(|old| (old.requests, old.ran_out))),
+    let leasing = !stale && freshness.lease_ms > 0;
+    let wanted = match (leasing, old) {
+        (false, _) => 1,
+        (true, old) => size::wanted(old.map(|old| (old.requests, old.ran_out))),
     };
     let requests = wanted.min(entry.requests_within(&shape, HEADROOM_SHARE, now_s));
     let reports = entry.usage_reports().to_vec();
@@ -139,7 +142,7 @@ fn grant(
         reservation = request.usage.clone();
         admission = entry.admit_awaiting_code(&reservation, now_s);
     }
-    let expires_ms = if stale {
+    let expires_ms = if !leasing {
         now_ms
     } else {
         let fresh_until = entry
@@ -150,13 +153,13 @@ fn grant(
             .first_period_end()
             .map_or(u64::MAX, |end| end.saturating_mul(1000));
         now_ms
-            .saturating_add(LEASE_MS)
+            .saturating_add(freshness.lease_ms)
             .min(fresh_until)
             .min(period_end)
     };
     let plan = entry.plan.clone();
-    let denied = match (&entry.answer, stale) {
-        (Answer::Denied { category, .. }, false) => Some(Terms::Denied {
+    let denied = match (&entry.answer, leasing) {
+        (Answer::Denied { category, .. }, true) => Some(Terms::Denied {
             category: *category,
             plan: plan.clone(),
         }),

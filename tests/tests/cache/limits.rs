@@ -6,34 +6,16 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tollgate_e2e::{Cases, Connection, Envoy, LoadSpec, Stack, run_load};
+use tollgate_e2e::{Cases, Connection, Envoy, LoadSpec, run_load};
 
 use crate::support::{
-    CACHE_HOST, CACHE_SERVICE, Route, assert_no_vm_failure, cache_service, filter_config, outcomes,
-    request, start, tollgate_stats, wait_for,
+    CACHE_HOST, CACHE_SERVICE, Route, assert_no_vm_failure, cache_service, connections_per_worker,
+    filter_config, outcomes, request, start, tollgate_stats, wait_for,
 };
 
 /// `limited-app`'s plan: hits ≤ 50 for eternity (a period that cannot roll over during the test).
 const LIMIT: u64 = 50;
 const WORKERS: u32 = 2;
-
-/// Connections each Envoy worker accepted on the main listener.
-fn connections_per_worker(stack: &Stack) -> Vec<u64> {
-    let stats = stack.envoy.stats();
-    (0..WORKERS)
-        .map(|worker| {
-            stats
-                .iter()
-                .filter(|(name, _)| {
-                    name.starts_with("listener.")
-                        && !name.starts_with("listener.admin.")
-                        && name.ends_with(&format!(".worker_{worker}.downstream_cx_total"))
-                })
-                .map(|(_, n)| *n)
-                .sum()
-        })
-        .collect()
-}
 
 /// Hammers `limited-app` for `duration` from 12 clients (spread over both workers by the kernel), the upstream
 /// answering after `upstream_delay`, and checks the overshoot against the refresh intervals the run spans, then

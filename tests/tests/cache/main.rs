@@ -9,6 +9,7 @@
 mod accounting;
 mod backend_restart;
 mod faults;
+mod leases;
 mod limits;
 mod misbehaving;
 mod outage;

@@ -415,3 +415,27 @@ pub fn outcomes(samples: &[Sample]) -> BTreeMap<String, usize> {
 pub fn slowest(samples: &[Sample]) -> Duration {
     samples.iter().map(|s| s.latency).max().unwrap_or_default()
 }
+
+/// Connections each Envoy worker accepted on the main listener, by worker index.
+pub fn connections_per_worker(stack: &Stack) -> Vec<u64> {
+    let mut per_worker: Vec<u64> = Vec::new();
+    for (name, n) in stack.envoy.stats() {
+        if !name.starts_with("listener.") || name.starts_with("listener.admin.") {
+            continue;
+        }
+        let Some(rest) = name.strip_suffix(".downstream_cx_total") else {
+            continue;
+        };
+        let Some(worker) = rest
+            .rsplit_once(".worker_")
+            .and_then(|(_, index)| index.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if per_worker.len() <= worker {
+            per_worker.resize(worker + 1, 0);
+        }
+        per_worker[worker] += n;
+    }
+    per_worker
+}

@@ -1,5 +1,6 @@
 //! The authorization cache entry: one per (service, credentials, referrer), shared by every Envoy
-//! worker through proxy-wasm shared data, read and written (with CAS) on every request.
+//! worker through proxy-wasm shared data, written (with CAS) when a worker renews or returns its
+//! lease on it (`crate::lease`), when 3scale answers, and when reports go out.
 //!
 //! An [`Entry`] holds 3scale's last answer for the application (authorized, denied and why, or
 //! only its limits deciding), its plan, every usage limit and the metric hierarchy, plus what

@@ -1,5 +1,6 @@
-//! `cache` mode: decide from the shared cache entry, fill it from 3scale on a miss, refresh it in
-//! the background when stale, and apply the failure policy when 3scale cannot answer.
+//! `cache` mode: decide from the worker's lease on the shared cache entry (`crate::lease`), fill
+//! the entry from 3scale on a miss, refresh it in the background when stale, and apply the failure
+//! policy when 3scale cannot answer.
 
 use std::rc::Rc;
 

@@ -472,3 +472,31 @@ impl Abi for FailingCalloutHeaders<'_> {
         (&self.0).dequeue_shared_queue(queue)
     }
 }
+
+/// What a cache hit decided from the worker's lease asks of Envoy, from its headers to its log: the
+/// hostcalls a request cannot do without (its headers, the time, routing, the response code), no
+/// shared data and no stats (counted in the VM, handed over at the tick).
+#[test]
+fn a_cache_hit_from_a_lease_makes_only_these_hostcalls() {
+    let abi = ScriptedAbi::new(None, Status::Ok);
+    let config = Rc::new(Config::load(CONFIG.as_bytes(), &|_| None).unwrap());
+    let ids = MetricIds::register(&&abi).with_queue(&&abi, "tollgate.dirty");
+    // A miss fills the entry, the next request takes a lease, the third is decided from it.
+    for _ in 0..2 {
+        let mut flow = Flow::new(Rc::clone(&config));
+        assert_eq!(request(&abi, &ids, &mut flow, 1), Outcome::Resumed);
+    }
+    abi.calls.borrow_mut().clear();
+    let mut flow = Flow::new(Rc::clone(&config));
+    assert_eq!(request(&abi, &ids, &mut flow, 1), Outcome::Resumed);
+    assert_eq!(
+        *abi.calls.borrow(),
+        [
+            "headers",      // the request headers, all in one call
+            "property",     // the route's metadata: this service does not answer every host
+            "current_time", // the lease's expiry
+            "set_header",   // :path without the credentials
+            "header",       // :status, the response code to report
+        ]
+    );
+}

@@ -228,11 +228,11 @@ STAGES = [
     ("cut_service", "headers and service", None),
     ("cut_forward", "credentials, mapping rules, forwarding", None),
     ("cache_no_codes", "cache decision and batched reports",
-     "+ the cache: the entry read, admitted and written back; usage reported in batches "
-     "(`report_response_codes: false`)"),
+     "+ the cache: decided from the worker's lease (renewed with one CAS on the shared entry when it runs "
+     "out or expires); usage reported in batches (`report_response_codes: false`)"),
     ("cache", "response codes",
-     "+ response codes: the entry updated again at the end of the request, one report transaction per "
-     "request (the default)"),
+     "+ response codes: the `:status` read at the end of the request into the lease, one report "
+     "transaction per request (the default)"),
 ]
 
 

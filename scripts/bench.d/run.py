@@ -71,6 +71,8 @@ class Configuration:
     # The services come from the simulated admin portal (PORTAL_SERVICES of them), which publishes a
     # new version of one of them every second during the run.
     portal: bool = False
+    # Fields set on the configuration's `cache` object.
+    cache_settings: dict | None = None
 
 
 PEER = {"mode": "per_request", "report_response_codes": False}
@@ -98,6 +100,22 @@ CONFIGURATIONS = [
         "Tollgate, cache hits, response codes not reported",
         {"mode": "cache", "report_response_codes": False},
         default=False,
+    ),
+    # What the worker-local leases buy: every cache hit decided in the shared entry, as before them.
+    Configuration(
+        "cache_no_lease",
+        "Tollgate, cache hits, without leases (`lease_ms: 0`)",
+        {"mode": "cache"},
+        default=False,
+        cache_settings={"lease_ms": 0},
+    ),
+    # Leases twenty times longer: what renewing them costs at this rate (100 applications, one worker).
+    Configuration(
+        "cache_lease_1s",
+        "Tollgate, cache hits, leases of 1 s (`lease_ms: 1000`)",
+        {"mode": "cache"},
+        default=False,
+        cache_settings={"lease_ms": 1000},
     ),
 ]
 
@@ -462,6 +480,8 @@ PORTAL_TOKEN = "bench-portal-token"
 
 def filter_config(configuration: Configuration) -> dict:
     config = json.loads((HERE / "filter.json").read_text())
+    if configuration.cache_settings:
+        config.setdefault("cache", {}).update(configuration.cache_settings)
     if configuration.portal:
         del config["services"]
         config["portal"] = {

@@ -117,6 +117,15 @@ CONFIGURATIONS = [
         default=False,
         cache_settings={"lease_ms": 1000},
     ),
+    # The same with almost no background work (reports every minute, refreshes every hour): what the
+    # reports and refreshes cost a hit at this rate.
+    Configuration(
+        "cache_quiet",
+        "Tollgate, cache hits, leases of 1 s, reports every 60 s, ttl 1 h",
+        {"mode": "cache"},
+        default=False,
+        cache_settings={"lease_ms": 1000, "report_interval_ms": 60000, "ttl_seconds": 3600},
+    ),
 ]
 
 

@@ -50,19 +50,7 @@ impl Context for Root {
     /// The plugin is going away (an upgrade, its configuration removed): every lease goes back to
     /// the shared cache first, so what it admitted is reported by whoever stays.
     fn on_done(&mut self) -> bool {
-        let host = Adapter::new(Wasm, &self.ids);
-        if let Some(config) = &self.config {
-            let slots = Slots {
-                store: &host,
-                prefix: &config.cache.key_prefix,
-                count: config.cache.slots,
-            };
-            crate::lease::settle_all(&slots, config, host.now_ms());
-        }
-        if let Some(background) = &mut self.background {
-            background.tick(&host);
-        }
-        host.flush_counters();
+        self.background_work(true);
         true
     }
 
@@ -166,6 +154,14 @@ impl RootContext for Root {
             fetcher.tick(&Adapter::new(Wasm, &self.ids));
             self.adopt_published();
         }
+        self.background_work(false);
+    }
+}
+
+impl Root {
+    /// A tick's work for the requests: leases returned (expired ones, or all of them when the plugin
+    /// is going away), reports and refreshes sent, counters handed to Envoy.
+    fn background_work(&mut self, last: bool) {
         let host = Adapter::new(Wasm, &self.ids);
         if let Some(config) = &self.config {
             let slots = Slots {
@@ -173,16 +169,18 @@ impl RootContext for Root {
                 prefix: &config.cache.key_prefix,
                 count: config.cache.slots,
             };
-            crate::lease::settle_expired(&slots, config, host.now_ms());
+            if last {
+                crate::lease::settle_all(&slots, config, host.now_ms());
+            } else {
+                crate::lease::settle_expired(&slots, config, host.now_ms());
+            }
         }
         if let Some(background) = &mut self.background {
             background.tick(&host);
         }
         host.flush_counters();
     }
-}
 
-impl Root {
     /// Serves `config` from now on; requests in flight keep the one they started with.
     fn install(&mut self, config: Config, unsupported: &[String]) {
         let host = Adapter::new(Wasm, &self.ids);

@@ -64,7 +64,7 @@ fn one_per_worker(stack: &Stack) -> (Connection, Connection) {
 
 #[test]
 fn units_a_worker_holds_come_back_within_its_lease_and_the_other_worker_admits_them() {
-    if tollgate_e2e::skip_without_simulator("a fresh eternity limit") {
+    if tollgate_e2e::skip_without_simulator("fresh eternity limit") {
         return;
     }
     // Leases of 1 s, so that the steps below take far less than one on any machine.
@@ -147,7 +147,7 @@ fn units_a_worker_holds_come_back_within_its_lease_and_the_other_worker_admits_t
 
 #[test]
 fn a_suspension_bites_within_one_ttl_while_every_worker_decides_from_leases() {
-    if tollgate_e2e::skip_without_simulator("an application to suspend") {
+    if tollgate_e2e::skip_without_simulator("seeded application to suspend") {
         return;
     }
     const TTL: Duration = Duration::from_secs(1);

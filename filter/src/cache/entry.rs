@@ -491,6 +491,14 @@ impl Entry {
         self.unreported.record_code(code, REQUESTS, 1);
     }
 
+    /// Marks the entry as queued for the report when usage waits in it and it was not queued
+    /// yet: `true` when the caller must queue its slot ([`crate::report::mark_dirty`]).
+    pub fn mark_dirty(&mut self) -> bool {
+        let newly = !self.dirty && self.has_pending();
+        self.dirty |= newly;
+        newly
+    }
+
     /// Whether usage waits to be reported.
     pub fn has_pending(&self) -> bool {
         !self.unreported.pending.is_empty()

@@ -16,12 +16,9 @@ use crate::usage::Usage;
 const MAX_METRICS: usize = 1024;
 
 thread_local! {
-    /// `service id \0 metric` pairs this VM has seen accepted.
-    static SEEN: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
-}
-
-fn seen_key(service: &str, metric: &str) -> String {
-    format!("{service}\0{metric}")
+    /// `(service id, metric)` pairs this VM has seen accepted: looked up on every cache hit, so
+    /// without building a key.
+    static SEEN: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
 }
 
 fn shared_key(prefix: &str, service: &str) -> String {
@@ -29,17 +26,20 @@ fn shared_key(prefix: &str, service: &str) -> String {
 }
 
 fn seen(service: &str, metric: &str) -> bool {
-    SEEN.with(|seen| seen.borrow().contains(&seen_key(service, metric)))
+    SEEN.with(|seen| {
+        seen.borrow()
+            .iter()
+            .any(|(s, m)| s == service && m == metric)
+    })
 }
 
 fn remember(service: &str, metric: &str) {
-    SEEN.with(|seen| {
-        let key = seen_key(service, metric);
-        let mut seen = seen.borrow_mut();
-        if !seen.contains(&key) {
-            seen.push(key);
-        }
-    });
+    if !seen(service, metric) {
+        SEEN.with(|seen| {
+            seen.borrow_mut()
+                .push((service.to_string(), metric.to_string()));
+        });
+    }
 }
 
 /// The names in a shared value: one per line.

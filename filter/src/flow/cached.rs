@@ -51,8 +51,7 @@ pub(super) fn record(
 ) {
     let found = update_admitted(host, config, admitted, |entry| {
         entry.record(usage, code, admitted.at_s);
-        let newly_dirty = !entry.dirty && entry.has_pending();
-        entry.dirty |= newly_dirty;
+        let newly_dirty = entry.mark_dirty();
         (newly_dirty, true)
     });
     match found {
@@ -302,8 +301,7 @@ impl Flow {
         let usage = decided.usage.clone();
         let found = slots.update(key, |entry| {
             let admission = admit(entry, &usage, now_ms / 1000, service.report_response_codes);
-            let newly_dirty = !entry.dirty && entry.has_pending();
-            entry.dirty |= newly_dirty;
+            let newly_dirty = entry.mark_dirty();
             ((admission, newly_dirty), true)
         });
         match found {
@@ -404,8 +402,7 @@ impl Flow {
                     return (None, false);
                 }
                 let admission = admit(entry, &usage, now_ms / 1000, service.report_response_codes);
-                let newly_dirty = !entry.dirty && entry.has_pending();
-                entry.dirty |= newly_dirty;
+                let newly_dirty = entry.mark_dirty();
                 (Some((admission, newly_dirty)), true)
             });
             if let Found::Entry {
@@ -501,8 +498,7 @@ impl Flow {
         let mut record = |entry: &mut Entry| {
             plan = entry.plan.clone();
             admit_unchecked(entry, &usage, now_ms / 1000, codes);
-            let newly_dirty = !entry.dirty && entry.has_pending();
-            entry.dirty |= newly_dirty;
+            let newly_dirty = entry.mark_dirty();
             (newly_dirty, true)
         };
         let mut found = slots.update(key, &mut record);

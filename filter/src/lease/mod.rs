@@ -73,6 +73,37 @@ enum Terms {
     },
 }
 
+impl Terms {
+    /// The decision these terms give a request; an allowed one is charged on the copy of the
+    /// limits, so that `RateLimit-*` counts it.
+    fn decide(&mut self, usage: &Usage, now_ms: u64, rate_limit: bool) -> Admission {
+        match self {
+            Terms::Denied { category, plan } => Admission::Refused {
+                category: *category,
+                retry_after: None,
+                rate_limit: None,
+                plan: plan.clone(),
+            },
+            Terms::Allowed {
+                plan,
+                reports,
+                hierarchy,
+            } => {
+                let rate_limit = rate_limit
+                    .then(|| {
+                        charge(reports, hierarchy, usage);
+                        most_constraining(reports, hierarchy, usage, now_ms / 1000)
+                    })
+                    .flatten();
+                Admission::Allowed {
+                    plan: plan.clone(),
+                    rate_limit,
+                }
+            }
+        }
+    }
+}
+
 /// Finished requests' usage under one response code (0: no response).
 #[derive(Clone, Debug)]
 struct Finished {
@@ -121,49 +152,27 @@ impl Lease {
         if now_ms >= self.expires_ms {
             return None;
         }
-        self.take(usage, now_ms, awaiting_code, rate_limit)
+        let terms = self.terms.as_mut()?;
+        let allowing = matches!(terms, Terms::Allowed { .. });
+        if allowing && !self.spent.fits(usage, &self.reserved) {
+            self.ran_out = true;
+            return None;
+        }
+        let admission = terms.decide(usage, now_ms, rate_limit);
+        if allowing {
+            self.spend(usage, awaiting_code);
+        }
+        Some(admission)
     }
 
-    /// [`Lease::admit`] without the expiry: the request the lease was just granted for.
-    fn take(
-        &mut self,
-        usage: &Usage,
-        now_ms: u64,
-        awaiting_code: bool,
-        rate_limit: bool,
-    ) -> Option<Admission> {
-        match self.terms.as_mut()? {
-            Terms::Denied { category, plan } => Some(Admission::Refused {
-                category: *category,
-                retry_after: None,
-                rate_limit: None,
-                plan: plan.clone(),
-            }),
-            Terms::Allowed {
-                plan,
-                reports,
-                hierarchy,
-            } => {
-                if !self.spent.fits(usage, &self.reserved) {
-                    self.ran_out = true;
-                    return None;
-                }
-                self.spent.add_all(usage);
-                self.requests += 1;
-                let plan = plan.clone();
-                let rate_limit = if rate_limit {
-                    charge(reports, hierarchy, usage);
-                    most_constraining(reports, hierarchy, usage, now_ms / 1000)
-                } else {
-                    None
-                };
-                if awaiting_code {
-                    self.in_progress.add_all(usage);
-                } else {
-                    self.finished_with(usage, 0);
-                }
-                Some(Admission::Allowed { plan, rate_limit })
-            }
+    /// Charges an allowed request on the lease's units.
+    fn spend(&mut self, usage: &Usage, awaiting_code: bool) {
+        self.spent.add_all(usage);
+        self.requests += 1;
+        if awaiting_code {
+            self.in_progress.add_all(usage);
+        } else {
+            self.finished_with(usage, 0);
         }
     }
 

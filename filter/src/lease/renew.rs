@@ -71,8 +71,7 @@ pub fn renew<S: SharedStore>(
         let age = entry.age_ms(now_ms);
         let grant = (age <= freshness.horizon_ms && entry.answer != Answer::Unknown)
             .then(|| grant(entry, old.as_ref(), request, freshness));
-        let newly_dirty = !entry.dirty && entry.has_pending();
-        entry.dirty |= newly_dirty;
+        let newly_dirty = entry.mark_dirty();
         let write = old.is_some()
             || grant
                 .as_ref()
@@ -215,23 +214,14 @@ impl Lease {
         self.shape.raise_to(request.usage);
         self.period_end_s = grant.period_end_s;
         let admission = match grant.reserved {
-            Ok((reservation, terms)) => {
+            Ok((reservation, mut terms)) => {
+                // The reservation was made for this request: it covers it.
                 self.reserved.add_all(&reservation);
+                let admission = terms.decide(request.usage, request.now_ms, request.rate_limit);
+                self.spend(request.usage, request.awaiting_code);
                 self.terms = Some(terms);
                 self.expires_ms = grant.expires_ms;
-                let admission = self.take(
-                    request.usage,
-                    request.now_ms,
-                    request.awaiting_code,
-                    request.rate_limit,
-                );
-                // The reservation covers the request: it was made for it.
-                admission.unwrap_or(Admission::Refused {
-                    category: crate::category::Category::LimitsExceeded,
-                    retry_after: None,
-                    rate_limit: None,
-                    plan: None,
-                })
+                admission
             }
             Err(refusal) => {
                 if grant.denied.is_some() {
@@ -272,8 +262,7 @@ fn settle<S: SharedStore>(
     for lease in leases {
         let mut settle = |entry: &mut Entry| {
             lease.settle_into(entry, now_ms);
-            let newly_dirty = !entry.dirty && entry.has_pending();
-            entry.dirty |= newly_dirty;
+            let newly_dirty = entry.mark_dirty();
             (newly_dirty, true)
         };
         let found = match slots.update_slot(lease.slot, &lease.key, &mut settle) {

@@ -410,23 +410,23 @@ mod whole_request {
             .bench_local_refs(|host| run_authorized(&config, host));
     }
 
-    /// Cache mode, the application's entry already in shared data (a first request filled it) and
-    /// the worker holding a lease on it (a second request took it): the request, response and log
-    /// phases of the next request, decided from the lease (renewed with one CAS when it runs out,
-    /// every 64 requests at this rate). The `hostcalls: cache_hit` lines say what one such request
-    /// asks of the host.
+    /// Cache mode, the steady state of a busy application: its entry in shared data (a first
+    /// request filled it), the worker holding a lease on it, and request after request decided from
+    /// the lease (renewed with one CAS when it runs out, every 64 requests at this rate): the
+    /// request, response and log phases of each. The `hostcalls: cache_hit` lines say what one such
+    /// request asks of the host.
     #[divan::bench]
     fn cache_hit(bencher: Bencher) {
         let config = Rc::new(bench_config());
-        bencher
-            .with_inputs(|| warmed_host(&config))
-            .bench_local_refs(|host| {
-                let mut flow = Flow::new(Rc::clone(&config));
-                flow.on_request_headers(host, true);
-                flow.on_response_headers(host);
-                flow.on_log(host);
-                flow
-            });
+        let host = warmed_host(&config);
+        host.replay.set(true);
+        bencher.bench_local(|| {
+            let mut flow = Flow::new(Rc::clone(&config));
+            flow.on_request_headers(&host, true);
+            flow.on_response_headers(&host);
+            flow.on_log(&host);
+            flow
+        });
     }
 }
 
@@ -566,6 +566,9 @@ struct CountingHost {
     /// Hostcalls by name, kept only when `counting` (the map's own allocations would blur the benches').
     calls: RefCell<BTreeMap<&'static str, u32>>,
     counting: Cell<bool>,
+    /// Every request is the same one: header changes are counted but not kept, so the next request
+    /// arrives as sent without rebuilding the host inside a measurement.
+    replay: Cell<bool>,
     replied: Cell<Option<u16>>,
     resumed: Cell<u32>,
     dispatched: Cell<u32>,
@@ -603,6 +606,7 @@ impl CountingHost {
             },
             calls: RefCell::default(),
             counting: Cell::new(false),
+            replay: Cell::new(false),
             replied: Cell::default(),
             resumed: Cell::default(),
             dispatched: Cell::default(),
@@ -657,6 +661,9 @@ impl Host for CountingHost {
         } else {
             "remove_http_request_header"
         });
+        if self.replay.get() {
+            return;
+        }
         let mut headers = self.request_headers.borrow_mut();
         match (
             value,

@@ -204,6 +204,7 @@ def goal_cache_hit(rows: dict[str, dict], reference: dict, results: dict) -> lis
                 f"What limits it, measured stage by stage ([table](#where-a-cache-hits-time-goes-measured)): "
                 f"{parts}. What would move it: the items listed under the profile.",
             ]
+            lines += counted_limits(results)
         else:
             estimate = cache_hit_estimate(results)
             parts = (
@@ -324,6 +325,125 @@ def cuts_section(results: dict) -> list[str]:
     return lines
 
 
+# The counted stages: (row of the instruction counts, short label); each does all the previous one did.
+COUNTED_STAGES = [
+    ("cut_entered", "entering the module"),
+    ("cut_service", "headers and service"),
+    ("cut_forward", "credentials, mapping rules, forwarding"),
+    ("cache_no_codes", "cache decision from the lease"),
+    ("cache", "response codes"),
+]
+
+
+def counted_stages(results: dict) -> list[tuple[str, str, dict, dict]]:
+    """(short label, row label, counts, this stage's counts) per counted stage; empty without the counts."""
+    counts = results.get("instructions") or {}
+    rows, labels = counts.get("rows") or {}, counts.get("labels") or {}
+    envoy = rows.get("envoy")
+    if not envoy:
+        return []
+    stages, previous = [], envoy
+    for name, short in COUNTED_STAGES:
+        row = rows.get(name)
+        if not row:
+            continue
+        stage = {side: row[side] - previous[side] for side in ("module", "host", "total")}
+        stages.append((short, labels.get(name, name), row, stage))
+        previous = row
+    return stages
+
+
+def us_per_instruction(results: dict) -> float | None:
+    """Envoy alone's measured CPU per request over its counted instructions: a price for the counts."""
+    envoy_counts = ((results.get("instructions") or {}).get("rows") or {}).get("envoy")
+    cpu = median(by_name(results).get("envoy"), "saturation_cpu_us")
+    return cpu / envoy_counts["total"] if envoy_counts and cpu else None
+
+
+def thousands(value: float) -> str:
+    return f"{value / 1000:+.1f} k" if value else "0"
+
+
+def counted_limits(results: dict) -> list[str]:
+    """The goal's gap in counted instructions: what the floor of any module is, what is the module's own."""
+    stages = counted_stages(results)
+    rows = (results.get("instructions") or {}).get("rows") or {}
+    envoy, full, entered = rows.get("envoy"), rows.get("cache"), rows.get("cut_entered")
+    price = us_per_instruction(results)
+    if not stages or not envoy or not full or not entered or not price:
+        return []
+    budget = CPU_BUDGET_US / price
+    return [
+        "",
+        f"Counted ([instructions](#where-a-cache-hits-instructions-go-counted), exact where the timings are "
+        f"not): the goal is about {budget:,.0f} instructions per request at Envoy alone's measured rate. Entering "
+        f"the module's callbacks and returning at once already takes {entered['total'] - envoy['total']:,}; the "
+        f"whole hit adds {full['total'] - envoy['total']:,}, of which {full['module'] - envoy['module']:,} are "
+        "the module's own code and the rest the host's side of its callbacks and four hostcalls.",
+    ]
+
+
+def instructions_section(results: dict) -> list[str]:
+    lines = ["## Where a cache hit's instructions go (counted)", ""]
+    stages = counted_stages(results)
+    if not stages:
+        return lines + [
+            "Not counted in this run: `scripts/bench --instructions` runs each stage's Envoy under callgrind "
+            "(`scripts/bench.d/instructions.py`).",
+        ]
+    counts = results["instructions"]
+    rows, method = counts["rows"], counts["method"]
+    envoy = rows["envoy"]
+    price = us_per_instruction(results)
+    lines += [
+        "Envoy's instructions per request under valgrind's callgrind (`scripts/bench.d/instructions.py`), "
+        "the same builds as the stages above. Counts do not move with the machine's load, so the stages are "
+        f"exact where the timings are ±{cut_noise(results):.1f} µs. Each row: {method['requests']:,} sequential "
+        f"requests over {method['applications']} applications after {method['warmup']} unrecorded ones, minus "
+        "what the same Envoy does idle for as long. A busy application's steady state: leases of "
+        f"{method['cache']['lease_ms'] / 1000:.0f} s, reports every minute, a one-hour ttl (Envoy runs about "
+        "50 times slower under valgrind, so time-driven work would otherwise be charged per request; the "
+        "timed rows price it). *Module*: code V8 compiled from `tollgate.wasm`; *host*: Envoy's binary "
+        "(V8 included: entering the module's callbacks, answering its hostcalls, proxying) and libc.",
+        "",
+        f"Envoy alone: {envoy['total']:,} instructions per request"
+        + (f" ({median(by_name(results).get('envoy'), 'saturation_cpu_us'):.1f} µs measured: "
+           f"{price * 1000:.2f} ns each)." if price else "."),
+        "",
+    ]
+    table_rows = []
+    for index, (short, label, row, stage) in enumerate(stages, 1):
+        cells = [f"{index}. {label}", thousands(row["total"] - envoy["total"]), thousands(stage["total"]),
+                 thousands(stage["module"]), thousands(stage["host"])]
+        if price:
+            cells.append(signed(stage["total"] * price, "µs", 1))
+        table_rows.append(cells)
+    header = ["build", "added", "this stage", "in the module", "on the host"] + (["≈ at Envoy's rate"] if price else [])
+    lines += table(header, table_rows)
+    full = rows.get("cache")
+    if full:
+        added = full["total"] - envoy["total"]
+        lines += [
+            "",
+            f"A cache hit adds {added:,} instructions to Envoy's {envoy['total']:,} (+{added / envoy['total']:.0%}): "
+            f"{full['module'] - envoy['module']:,} in the module's code, "
+            f"{full['host'] - envoy['host']:,} on the host's side"
+            + (f"; at Envoy alone's measured rate, {added * price:.1f} µs." if price else "."),
+        ]
+    unleased = rows.get("cache_no_lease")
+    if full and unleased:
+        saved = unleased["total"] - full["total"]
+        lines.append(
+            f"Without leases (`lease_ms: 0`) a hit costs {saved:,} more "
+            f"({unleased['module'] - full['module']:,} in the module: decoding and encoding the entry; "
+            f"{unleased['host'] - full['host']:,} on the host: the shared-data reads and CAS writes)."
+        )
+    refused = sum(row.get("not_200", 0) for row in rows.values())
+    if refused:
+        lines.append(f"{refused} counted requests were not answered 200: the counts include refusals.")
+    return lines
+
+
 def goal_slow_backend(rows: dict[str, dict], reference: dict) -> list[str]:
     lines = [
         "### 3scale answering after 5 ms: Tollgate's median within 1 ms of Envoy without the filter",
@@ -406,8 +526,10 @@ def goal_wasm(results: dict) -> list[str]:
     if not met:
         lines += [
             "",
-            "What limits it: the crates linked in (serde_json, quick-xml, the SDK) and formatting code. What would "
-            "move it: `opt-level = \"z\"`, fewer `format!` paths, `twiggy top` on the module to find the largest items.",
+            "What limits it: the crates linked in (serde_json, quick-xml, the SDK), formatting code, and "
+            "`opt-level = 3`, chosen for the cache hit's instructions (`Cargo.toml`: `\"s\"` would be 726 KB and "
+            "about 6,000 more instructions per hit). What would move it: `opt-level = \"s\"` or `\"z\"`, fewer "
+            "`format!` paths, `twiggy top` on the module to find the largest items.",
         ]
     return lines
 
@@ -594,7 +716,7 @@ def micro_tables(results: dict) -> list[str]:
         lines.append(f"Not run ({micro.get('error', 'skipped with --no-micro')[:300]}).")
         return lines
     lines += [
-        "`cargo bench -p tollgate` (`filter/benches/hot_paths.rs`, divan, the release profile: `opt-level = \"s\"`, "
+        "`cargo bench -p tollgate` (`filter/benches/hot_paths.rs`, divan, the release profile: `opt-level = 3`, "
         "LTO), on the machine below. Native code: V8 runs the same functions roughly 1.5–3× slower (the notes' "
         "quick-xml pass: 0.8 µs in V8 for a 400-byte document). Allocations are counted by divan's allocator.",
         "",
@@ -718,22 +840,24 @@ def cache_hit_profile(results: dict, phases: dict, benches: dict) -> list[str]:
         "metadata, the route name or the Host (the route-metadata property alone cost about 2.7 µs);",
         "- Tollgate's internal headers are removed only when a client sent them (a removal also clears Envoy's "
         "route cache); the cluster filter state is written only for form requests;",
-        "- the JSON configuration is read by a small walker instead of serde derive, which bought the room for "
-        "`opt-level = \"s\"` (2 µs per request faster than `\"z\"`, see `Cargo.toml`);",
+        "- the JSON configuration is read by a small walker instead of serde derive, which bought room in the "
+        "module's size (the release profile's choice of `opt-level` is in `Cargo.toml`);",
         "- tried and dropped: response codes folded into the entries on ticks through a shared queue instead of "
         "a second update at the end of each request. It saved about 3 µs but made usage depend on every VM "
         "folding its queue in time, and the 30 s outage test lost usage with it (leases keep the codes in the "
         "worker and return them in the renewal's CAS, which a dying VM's loss bounds).",
         "",
-        "What costs most on a hit now:",
+        "What costs most on a hit now (counted in "
+        "[instructions](#where-a-cache-hits-instructions-go-counted)):",
         "",
         "- V8's entries into the module (stage 1): the SDK exports every callback, so Envoy enters the module "
-        "for the request headers, the response headers and the log of every request; nothing inside the "
-        "module moves that;",
+        "for the context's creation, the request headers, the response headers and body, the log, the end and "
+        "the deletion of every request; nothing inside the module moves that;",
         "- the request's own hostcalls: its headers (the whole map copied into the VM), the time, the `:path` "
-        "rewritten without the credentials, the `:status` read for the report;",
+        "rewritten without the credentials, the `:status` read for the report. A hostcall that returns bytes "
+        "also calls back into the module to allocate them: reading `:status` alone is most of stage 5;",
         "- the filter's own work: credentials, mapping rules, the cache key and the lease, with the allocations "
-        "counted above.",
+        "counted above (about 40 % of what a hit adds, in the *module* column).",
     ]
     return lines
 
@@ -911,6 +1035,7 @@ def write_doc(results: dict) -> str:
         results_tables(results),
         plots_section(results),
         cuts_section(results),
+        instructions_section(results),
         micro_tables(results),
         profile_section(results),
         method_section(results),

@@ -255,11 +255,31 @@ def start_sim(work: Path, seed: Path) -> tuple[Process, str, str]:
     return sim, match.group(1), portal.group(1)
 
 
+def render_envoy(configuration: Configuration, listen_port: int, upstream_port: int, sim_address: str,
+                 portal_address: str) -> str:
+    """The Envoy under test for one configuration ({{ADMIN_PORT}} left for start_envoy)."""
+    fragment = (HERE / "tollgate-filter.yaml").read_text()
+    tollgate = render(fragment, {
+        "WASM_PATH": str(configuration.wasm or WASM),
+        # JSON text as a double-quoted YAML scalar: JSON string escapes are YAML's too.
+        "FILTER_CONFIG": json.dumps(json.dumps(filter_config(configuration))),
+    }) if configuration.service_settings is not None else ""
+    return render((HERE / "envoy.template.yaml").read_text(), {
+        "LISTEN_PORT": str(listen_port),
+        "UPSTREAM_PORT": str(upstream_port),
+        "SIM_PORT": sim_address.rsplit(":", 1)[1],
+        "PORTAL_PORT": portal_address.rsplit(":", 1)[1],
+        "TOLLGATE_FILTER": tollgate.rstrip("\n"),
+    })
+
+
 _base_id = 7300
 
 
-def start_envoy(name: str, work: Path, envoy: str, yaml: str, core: str) -> tuple[Process, int]:
-    """Starts Envoy on `yaml` (whose {{ADMIN_PORT}} it fills) and waits for /ready; returns it and its admin port."""
+def start_envoy(name: str, work: Path, envoy: str, yaml: str, core: str,
+                prefix: list[str] | None = None) -> tuple[Process, int]:
+    """Starts Envoy on `yaml` (whose {{ADMIN_PORT}} it fills) and waits for /ready; returns it and its admin port.
+    `prefix`: a command Envoy runs under (valgrind for the instruction counts)."""
     global _base_id
     _base_id += 1
     admin_port = free_port()
@@ -269,7 +289,7 @@ def start_envoy(name: str, work: Path, envoy: str, yaml: str, core: str) -> tupl
         envoy, "-c", str(config), "--concurrency", "1", "--disable-hot-restart",
         "--base-id", str(_base_id), "-l", "warn", "--log-path", str(work / f"{name}.envoy.log"),
     ]
-    process = Process(name, pinned(core, args), work / f"{name}.out.log")
+    process = Process(name, pinned(core, [*(prefix or []), *args]), work / f"{name}.out.log")
 
     def ready() -> bool:
         if not process.alive():
@@ -279,7 +299,7 @@ def start_envoy(name: str, work: Path, envoy: str, yaml: str, core: str) -> tupl
         except OSError:
             return False
 
-    wait_until(f"Envoy {name}", 60, ready)
+    wait_until(f"Envoy {name}", 600 if prefix else 60, ready)
     return process, admin_port
 
 
@@ -830,6 +850,11 @@ def parse_options(argv: list[str]):
         action="store_true",
         help="also measure builds with the cache-hit path cut short (bench.d/cuts.py): where its time goes",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count Envoy's instructions per request under callgrind, by stage (bench.d/instructions.py)",
+    )
     options = parser.parse_args(argv)
     options.runs = options.runs or (1 if options.quick else 5)
     options.duration = options.duration or (3 if options.quick else 15)
@@ -858,19 +883,22 @@ def selected_configurations(options) -> list[Configuration]:
     return [known[name] for name in options.only]
 
 
-def add_cuts(configurations: list[Configuration], work: Path) -> dict[str, str]:
-    """Appends the cache rows the stages need and one cache-mode row per cut built; returns why the
-    cuts not built are missing."""
+def sibling(name: str):
+    """A module of bench.d needed only with some options (cuts, instructions)."""
     sys.dont_write_bytecode = True  # no __pycache__ in the source tree
     sys.path.insert(0, str(HERE))
-    from cuts import CUTS, build  # noqa: E402  (a sibling module, needed only with --cuts)
+    return __import__(name)
 
+
+def add_cuts(configurations: list[Configuration], built: dict) -> dict[str, str]:
+    """Appends the cache rows the stages need and one cache-mode row per cut built; returns why the
+    cuts not built are missing."""
+    CUTS = sibling("cuts").CUTS
     # The stages end with the real module, without and with response codes.
     known = {c.name: c for c in CONFIGURATIONS}
     for name in ("cache", "cache_no_codes"):
         if all(c.name != name for c in configurations):
             configurations.append(known[name])
-    built = build(ROOT, work, log)
     missing = {}
     for cut in CUTS:
         wasm = built.get(cut.name)
@@ -897,13 +925,20 @@ def main(argv: list[str]) -> int:
     work.mkdir(parents=True)
 
     micro = {} if options.no_micro else (log("micro-benchmarks (cargo bench -p tollgate)") or run_micro(options.quick))
-    cut_notes = add_cuts(configurations, work) if options.cuts else {}
+    instructions = sibling("instructions") if options.instructions else None
+    if instructions and (why := instructions.available()):
+        log(f"instructions not counted: {why}")
+        instructions = None
+    built = sibling("cuts").build(ROOT, work, log) if options.cuts or instructions else {}
+    cut_notes = add_cuts(configurations, built) if options.cuts else {}
+    counted = instructions.configurations(Configuration, built) if instructions else []
 
-    seed = write_seed(work, configurations)
+    seed = write_seed(work, configurations + counted)
     paths, path_list = write_request_lists(work)
     processes: list[Process] = []
     publishers: list[Publisher] = []
     targets: list[Target] = []
+    counts: dict | None = None
     try:
         sim, sim_address, portal_address = start_sim(work, seed)
         processes.append(sim)
@@ -914,23 +949,12 @@ def main(argv: list[str]) -> int:
         upstream, _ = start_envoy("upstream", work, envoy, upstream_yaml, LOAD_CORE)
         processes.append(upstream)
 
-        template = (HERE / "envoy.template.yaml").read_text()
-        fragment = (HERE / "tollgate-filter.yaml").read_text()
+        def envoy_yaml(configuration: Configuration, listen_port: int) -> str:
+            return render_envoy(configuration, listen_port, upstream_port, sim_address, portal_address)
+
         for configuration in configurations:
             listen_port = free_port()
-            filtered = configuration.service_settings is not None
-            tollgate = render(fragment, {
-                "WASM_PATH": str(configuration.wasm or WASM),
-                # JSON text as a double-quoted YAML scalar: JSON string escapes are YAML's too.
-                "FILTER_CONFIG": json.dumps(json.dumps(filter_config(configuration))),
-            }) if filtered else ""
-            yaml = render(template, {
-                "LISTEN_PORT": str(listen_port),
-                "UPSTREAM_PORT": str(upstream_port),
-                "SIM_PORT": sim_address.rsplit(":", 1)[1],
-                "PORTAL_PORT": portal_address.rsplit(":", 1)[1],
-                "TOLLGATE_FILTER": tollgate.rstrip("\n"),
-            })
+            yaml = envoy_yaml(configuration, listen_port)
             process, admin_port = start_envoy(configuration.name, work, envoy, yaml, ENVOY_CORE)
             processes.append(process)
             if configuration.portal:
@@ -966,6 +990,16 @@ def main(argv: list[str]) -> int:
                     f"backend calls/1000 {fixed.get('backend_calls_per_1000', sat.get('backend_calls_per_1000'))}"
                 )
         set_backend_latency(sim_url, 0)
+
+        if instructions:
+            def start_counted(configuration: Configuration, prefix: list[str]) -> tuple[Process, int, int]:
+                port = free_port()
+                yaml = envoy_yaml(configuration, port)
+                process, admin_port = start_envoy(configuration.name, work, envoy, yaml, ENVOY_CORE, prefix)
+                return process, port, admin_port
+
+            counts = instructions.measure(counted, start_counted, path_list, work, log)
+            counts["method"]["valgrind"] = first_line(command_output(["valgrind", "--version"]))
     finally:
         for publisher in publishers:
             publisher.stop()
@@ -1008,6 +1042,8 @@ def main(argv: list[str]) -> int:
         "micro": micro,
         # Cuts asked for (--cuts) that could not be built, and why.
         "cuts_missing": cut_notes,
+        # Envoy's instructions per request under callgrind (--instructions), by stage and side.
+        "instructions": counts,
     }
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     (OUT_DIR / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")

@@ -45,6 +45,7 @@ ROWS = [
     ("cache", "+ the response code read and kept for the report (the default)", None, {}),
     ("cache_no_lease", "the default without leases (`lease_ms: 0`): the shared entry on every request", None,
      {"lease_ms": 0}),
+    ("cut_unlabelled", "the default without per-service stats", "cut_unlabelled", {}),
 ]
 
 

@@ -11,7 +11,7 @@ instructions at addresses that belong to no file and lie above 4 GiB are the mod
 everything else (Envoy's binary, which links V8, and libc) is the host's side: callbacks entered,
 hostcalls answered, the request proxied.
 
-The rows are a busy application's steady state: leases of 10 s (60 requests each at the most), reports
+The rows are a busy application's steady state: leases of 10 s (64 requests each at the most), reports
 every minute, a one-hour ttl, 10 applications in turn. Under valgrind Envoy runs ~50 times slower, so
 time-driven work (50 ms leases expiring, report flushes) would otherwise be charged per request far
 more than at full speed; the timed rows price that work.
@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REQUESTS = 2000
@@ -33,19 +34,31 @@ APPLICATIONS = 10
 BUSY = {"lease_ms": 10000, "report_interval_ms": 60000, "ttl_seconds": 3600}
 JIT_FLOOR = 1 << 32
 
-# (row, label, cut build or None for the module under test, cache settings over BUSY); None settings:
-# Envoy without the filter. Each stage's row does all the previous one did.
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    label: str
+    # The cut build it counts (bench.d/cuts.py); None: the module under test, or no module with `filtered` off.
+    cut: str | None = None
+    filtered: bool = True
+    service: dict = field(default_factory=dict)  # over {"mode": "cache"}
+    cache: dict = field(default_factory=dict)  # over BUSY
+
+
+# Each stage's row does all the previous one did; the last two are the default without one part.
 ROWS = [
-    ("envoy", "Envoy without the filter", None, None),
-    ("cut_entered", "the module entered for each callback, returning at once", "cut_entered", {}),
-    ("cut_service", "+ headers read, forged internal headers removed, the service found", "cut_service", {}),
-    ("cut_forward", "+ credentials, mapping rules, the request forwarded, no cache", "cut_forward", {}),
-    ("cache_no_codes", "+ the cache decision from the lease (response codes not reported)", None,
-     {"report_response_codes": False}),
-    ("cache", "+ the response code read and kept for the report (the default)", None, {}),
-    ("cache_no_lease", "the default without leases (`lease_ms: 0`): the shared entry on every request", None,
-     {"lease_ms": 0}),
-    ("cut_unlabelled", "the default without per-service stats", "cut_unlabelled", {}),
+    Row("envoy", "Envoy without the filter", filtered=False),
+    Row("cut_entered", "the module entered for each callback, returning at once", cut="cut_entered"),
+    Row("cut_service", "+ headers read, forged internal headers removed, the service found", cut="cut_service"),
+    Row("cut_forward", "+ credentials, mapping rules, the request forwarded, no cache", cut="cut_forward"),
+    Row("cache_no_codes", "+ the cache decision from the lease (response codes not reported)",
+        service={"report_response_codes": False}),
+    Row("cache", "+ the response code read and kept for the report (the default)"),
+    Row("cache_no_lease", "the default without leases (`lease_ms: 0`): the shared entry on every request",
+        cache={"lease_ms": 0}),
+    Row("cut_unlabelled", "the default without per-service stats", cut="cut_unlabelled"),
 ]
 
 
@@ -56,20 +69,17 @@ def available() -> str | None:
 
 
 def configurations(configuration_type, cut_builds: dict) -> list:
-    """The rows as bench Configurations (the simulator's seed needs their services before it starts)."""
+    """The rows as bench Configurations (the simulator's seed needs their services before it starts);
+    a row whose cut was not built is left out."""
     rows = []
-    for name, label, cut, settings in ROWS:
-        if settings is None:
-            rows.append(configuration_type(f"ic_{name}", label, None, default=False))
+    for row in ROWS:
+        wasm = cut_builds.get(row.cut) if row.cut else None
+        if row.cut and not isinstance(wasm, Path):
             continue
-        wasm = cut_builds.get(cut) if cut else None
-        if cut and not isinstance(wasm, Path):
-            continue
-        service = {"mode": "cache"}
-        if "report_response_codes" in settings:
-            service["report_response_codes"] = settings["report_response_codes"]
-        cache = {**BUSY, **{k: v for k, v in settings.items() if k != "report_response_codes"}}
-        rows.append(configuration_type(f"ic_{name}", label, service, default=False, wasm=wasm, cache_settings=cache))
+        rows.append(configuration_type(
+            f"ic_{row.name}", row.label, {"mode": "cache", **row.service} if row.filtered else None,
+            default=False, wasm=wasm, cache_settings={**BUSY, **row.cache} if row.filtered else None,
+        ))
     return rows
 
 
@@ -87,7 +97,7 @@ def measure(rows: list, start, paths: list[str], work: Path, log) -> dict:
             process.stop()
     return {
         "method": {"requests": REQUESTS, "warmup": WARMUP, "applications": APPLICATIONS, "cache": BUSY},
-        "labels": {name: label for name, label, _, _ in ROWS},
+        "labels": {row.name: row.label for row in ROWS},
         "rows": results,
     }
 
